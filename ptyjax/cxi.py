@@ -76,3 +76,11 @@ def write_cxi(
             f[MONITOR_PATH] = np.asarray(monitor, dtype=np.float64)
     os.replace(tmp, path)
     return path
+
+
+# --- read side -------------------------------------------------------------------------------------
+
+
+def first_present(h5file, paths):
+    """The first of ``paths`` present in the open ``h5file`` (soft links resolved), or ``None``."""
+    return next((p for p in paths if p in h5file), None)
