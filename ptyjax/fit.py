@@ -1,0 +1,445 @@
+"""Fitting the forward model to all energies at once with optax.
+
+One jitted step takes a minibatch of ``batch_size`` scan points at *every* energy, evaluates the
+photon-normalised data term plus the priors, and updates the parameter groups (object, probe,
+drift, jitter) with their own optax transformations (``optax.partition``): preconditioned momentum
+steps for object and probe (:mod:`ptyjax.preconditioning`), Adam for positions, released after
+``position_start_epoch`` epochs. Runs checkpoint every few epochs and on SIGINT/SIGTERM, resume from
+the last checkpoint, and roll back with a halved step when the loss stops being finite.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import signal
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from tqdm.auto import tqdm
+
+from . import initialise, losses, priors
+from .errors import PtyjaxError
+from .geometry import ObjectGrid
+from .model import FrameGeometry, LogObjectStack, Probe, Reconstruction, ScanPositions, extract_patches, illumination, predict_intensity
+from .physics import wavelength
+from .preconditioning import damped, scale_by_curvature
+
+# Extra common-grid pixels around the scanned area, so refined positions can move without
+# clamping the interpolation window at the grid border.
+GRID_MARGIN_PX = 8
+
+
+@dataclass
+class FitConfig:
+    """Everything that defines a reconstruction run (stored with the results).
+
+    Steps: ``object_step`` and ``probe_step`` are in units of the preconditioned (full-projection)
+    step; ``position_step`` is the Adam step of drift and jitter in common-grid pixels.
+    ``priors`` maps a registered prior name to its options (``weight`` and the rest).
+    """
+
+    epochs: int = 40
+    batch_size: int = 16
+    n_modes: int = 1
+    loss: str = "amplitude"
+    priors: dict = field(default_factory=lambda: {"spectral_smoothness": {"weight": 0.5, "delta": None}})
+    object_step: float = 1.0
+    probe_step: float = 1.0
+    momentum: float = 0.5
+    probe_start_epoch: int = 1
+    refine_positions: bool = True
+    position_step: float = 0.05
+    position_start_epoch: int = 5
+    illumination_floor: float = 0.1
+    defocus_m: float | None = None
+    defocus_trial_epochs: int = 3
+    seed: int = 0
+    checkpoint_every: int = 5
+
+    def to_dict(self):
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict):
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(values) - names
+        if unknown:
+            raise PtyjaxError(f"unknown reconstruction option(s): {sorted(unknown)}")
+        return cls(**values)
+
+
+@dataclass
+class Problem:
+    """A dataset laid out for the engine: padded frame arrays on the device and the geometry."""
+
+    energies_ev: np.ndarray
+    frames: jax.Array  # (E, P, N, N) float32 photons
+    pixel_weight: jax.Array  # (E, 1, N, N): 0 for bad pixels
+    point_valid: np.ndarray  # (E, P) bool: False for padding
+    nominal_m: np.ndarray  # (E, P, 2) nominal probe positions (y, x), m
+    native_pixel_size: np.ndarray  # (E,) m
+    grid: ObjectGrid
+    geometry: FrameGeometry
+    mean_patterns: np.ndarray  # (E, N, N) mean frame, bad pixels included as measured
+    bad_pixels: np.ndarray  # (E, N, N) bool
+
+    @property
+    def n_energies(self):
+        return len(self.energies_ev)
+
+    @property
+    def nominal_px(self):
+        return self.grid.to_pixels(self.nominal_m)
+
+    def subset(self, energy_indices, max_points=None):
+        """The same problem restricted to some energies (and the first ``max_points`` points)."""
+        e = np.asarray(energy_indices)
+        p = slice(None) if max_points is None else slice(0, max_points)
+        return dataclasses.replace(
+            self,
+            energies_ev=self.energies_ev[e],
+            frames=self.frames[e][:, p],
+            pixel_weight=self.pixel_weight[e],
+            point_valid=self.point_valid[e][:, p],
+            nominal_m=self.nominal_m[e][:, p],
+            native_pixel_size=self.native_pixel_size[e],
+            geometry=FrameGeometry.create(self.native_pixel_size[e] / self.grid.pixel_size, self.geometry.frame_size),
+            mean_patterns=self.mean_patterns[e],
+            bad_pixels=self.bad_pixels[e],
+        )
+
+
+def prepare(dataset, pixel_size_m: float | None = None) -> Problem:
+    """Load a :class:`ptyjax.data.Dataset` into a :class:`Problem` on one common object grid.
+
+    The common pixel size defaults to the finest native pixel size (the highest energy).
+    """
+    n_y, n_x = dataset.frame_shape
+    if n_y != n_x:
+        raise PtyjaxError(f"frames must be square for now, got {n_y}x{n_x}")
+    native = np.asarray(dataset.pixel_sizes_m, dtype=np.float64).reshape(len(dataset), -1)[:, 0]
+    dx0 = float(native.min()) if pixel_size_m is None else float(pixel_size_m)
+    n_points = np.array([len(dataset.positions_m(e)) for e in range(len(dataset))])
+    p_max = int(n_points.max())
+    nominal = np.zeros((len(dataset), p_max, 2))
+    valid = np.zeros((len(dataset), p_max), bool)
+    frames = np.zeros((len(dataset), p_max, n_y, n_x), np.float32)
+    bad = np.stack([np.asarray(s.bad_pixels, bool) for s in dataset.scans])
+    for e in range(len(dataset)):
+        k = n_points[e]
+        nominal[e, :k] = dataset.positions_m(e)
+        nominal[e, k:] = nominal[e, :1]
+        valid[e, :k] = True
+        frames[e, :k] = dataset.load_all(e)
+    mean = frames.sum(axis=1) / n_points[:, None, None]
+    scale = native / dx0
+    geometry = FrameGeometry.create(scale, n_y)
+    margin = geometry.window // 2 + GRID_MARGIN_PX
+    grid = ObjectGrid.covering(nominal[valid], window_m=(n_y * native.max(),) * 2, pixel_size=dx0, margin_px=margin)
+    return Problem(
+        energies_ev=np.asarray(dataset.energies_ev, dtype=np.float64),
+        frames=jnp.asarray(frames),
+        pixel_weight=jnp.asarray(~bad, jnp.float32)[:, None],
+        point_valid=valid,
+        nominal_m=nominal,
+        native_pixel_size=native,
+        grid=grid,
+        geometry=geometry,
+        mean_patterns=mean,
+        bad_pixels=bad,
+    )
+
+
+def initial_probe(problem: Problem, n_modes: int, defocus_m) -> np.ndarray:
+    """Probes (E, M, N, N) from each energy's mean pattern with the given defocus per energy."""
+    defocus = np.broadcast_to(np.asarray(defocus_m, dtype=np.float64), (problem.n_energies,))
+    return np.stack(
+        [
+            initialise.probe_from_pattern(
+                problem.mean_patterns[e], problem.bad_pixels[e], n_modes, defocus[e],
+                problem.native_pixel_size[e], float(wavelength(problem.energies_ev[e])),
+            )
+            for e in range(problem.n_energies)
+        ]
+    )
+
+
+def initial_params(problem: Problem, config: FitConfig, probe=None, defocus_m=0.0) -> Reconstruction:
+    if probe is None:
+        probe = initial_probe(problem, config.n_modes, defocus_m)
+    return Reconstruction(
+        object=LogObjectStack.ones(problem.n_energies, problem.grid.shape),
+        probe=Probe.from_complex(probe),
+        positions=ScanPositions.at_nominal(problem.nominal_px),
+    )
+
+
+def _labels(params: Reconstruction):
+    return Reconstruction(
+        object=jax.tree.map(lambda _: "object", params.object),
+        probe=jax.tree.map(lambda _: "probe", params.probe),
+        positions=ScanPositions("frozen", "drift", "jitter"),
+    )
+
+
+def _delayed(step: float, start_step: int):
+    return optax.join_schedules([optax.constant_schedule(0.0), optax.constant_schedule(step)], [max(start_step, 0)])
+
+
+def make_optimizer(config: FitConfig, steps_per_epoch: int):
+    """One optax transformation per parameter group (``optax.partition``)."""
+    position_start = config.position_start_epoch * steps_per_epoch
+    position_step = config.position_step if config.refine_positions else 0.0
+    transforms = {
+        "object": optax.chain(scale_by_curvature(), optax.sgd(config.object_step, momentum=config.momentum or None)),
+        "probe": optax.chain(
+            scale_by_curvature(),
+            optax.sgd(_delayed(config.probe_step, config.probe_start_epoch * steps_per_epoch), momentum=config.momentum or None),
+        ),
+        "drift": optax.adam(_delayed(position_step, position_start)),
+        "jitter": optax.adam(_delayed(position_step, position_start)),
+        "frozen": optax.set_to_zero(),
+    }
+    return optax.partition(transforms, _labels, mask_compatible_extra_args=True)
+
+
+class Engine(eqx.Module):
+    """The pure pieces of a run for one problem: objective, curvature and the jitted step."""
+
+    geometry: FrameGeometry
+    context: priors.PriorContext = eqx.field(static=True)
+    prior_spec: tuple = eqx.field(static=True)
+    loss_name: str = eqx.field(static=True)
+    floor: float = eqx.field(static=True)
+    prior_curvature: float = eqx.field(static=True)
+
+    @classmethod
+    def create(cls, problem: Problem, config: FitConfig):
+        context = priors.PriorContext(problem.energies_ev, problem.grid.shape)
+        spec = {k: dict(v) for k, v in config.priors.items() if v.get("weight", 1.0) != 0}
+        return cls(
+            geometry=problem.geometry,
+            context=context,
+            prior_spec=tuple((k, tuple(sorted(v.items()))) for k, v in spec.items()),
+            loss_name=config.loss,
+            floor=config.illumination_floor,
+            prior_curvature=priors.object_curvature(context, spec),
+        )
+
+    @property
+    def priors(self):
+        return {k: dict(v) for k, v in self.prior_spec}
+
+    def objective(self, params, frames, weight, indices):
+        model = predict_intensity(params, self.geometry, indices)
+        data = losses.get(self.loss_name)(model, frames, weight)
+        prior = priors.total(params, self.context, self.priors)
+        return data + prior, (data, prior)
+
+    def curvature(self, params, frames, weight, indices):
+        """Diagonal curvature pytree (same structure as ``params``) for the preconditioner."""
+        photons = jnp.maximum(jnp.sum(weight * frames), 1.0) / losses.get(self.loss_name).curvature
+        illum = illumination(params, self.geometry, indices, self.context.object_shape) / photons
+        h_object = damped(illum, self.floor) + self.prior_curvature
+        centres = jnp.take_along_axis(params.positions(), indices[..., None], axis=1)
+        patches = extract_patches(params.object(), centres, self.geometry)
+        point_weight = jnp.max(weight, axis=(-2, -1))  # (E, B): 0 for padding frames
+        object_intensity = jnp.sum(point_weight[..., None, None] * jnp.abs(patches) ** 2, axis=1) / photons
+        h_probe = damped(object_intensity, self.floor)[:, None]
+        ones = lambda x: jnp.ones_like(x)
+        return Reconstruction(
+            object=jax.tree.map(lambda x: jnp.broadcast_to(h_object, x.shape), params.object),
+            probe=jax.tree.map(lambda x: jnp.broadcast_to(h_probe, x.shape), params.probe),
+            positions=jax.tree.map(ones, params.positions),
+        )
+
+
+@eqx.filter_jit
+def _step(engine: Engine, optimizer, params, opt_state, frames_all, pixel_weight, point_valid, indices, point_weight, step_scale):
+    frames = jnp.take_along_axis(frames_all, indices[..., None, None], axis=1)
+    weight = pixel_weight * point_weight[..., None, None]
+    (value, (data, prior)), grads = eqx.filter_value_and_grad(engine.objective, has_aux=True)(params, frames, weight, indices)
+    curvature = engine.curvature(jax.lax.stop_gradient(params), frames, weight, indices)
+    updates, opt_state = optimizer.update(grads, opt_state, params, curvature=curvature)
+    updates = jax.tree.map(lambda u: step_scale * u, updates)
+    params = eqx.apply_updates(params, updates)
+    params = eqx.tree_at(lambda p: p.positions, params, params.positions.canonical(point_valid))
+    return params, opt_state, data, prior
+
+
+def epoch_batches(point_valid: np.ndarray, batch_size: int, seed: int, epoch: int):
+    """Minibatch indices (n_batches, E, B) and weights (0 = padding) for one epoch.
+
+    Each energy's points are shuffled independently with a generator seeded by (seed, epoch), so a
+    resumed run sees exactly the batches an uninterrupted one would.
+    """
+    rng = np.random.default_rng([seed, epoch])
+    n_e, p_max = point_valid.shape
+    n_batches = max(1, math.ceil(p_max / batch_size))
+    indices = np.zeros((n_e, n_batches * batch_size), np.int32)
+    weights = np.zeros((n_e, n_batches * batch_size), np.float32)
+    for e in range(n_e):
+        points = np.flatnonzero(point_valid[e])
+        order = rng.permutation(points)
+        indices[e, : len(order)] = order
+        indices[e, len(order):] = order[0]
+        weights[e, : len(order)] = 1.0
+    shape = (n_e, n_batches, batch_size)
+    return indices.reshape(shape).transpose(1, 0, 2), weights.reshape(shape).transpose(1, 0, 2)
+
+
+@dataclass
+class FitResult:
+    params: Reconstruction
+    problem: Problem
+    config: FitConfig
+    loss_history: list
+    epoch_times: list
+    defocus_m: np.ndarray | None = None
+
+    def object(self):
+        return np.asarray(self.params.object())
+
+    def probe(self):
+        return np.asarray(self.params.probe())
+
+    def positions_m(self):
+        """Refined probe positions (E, P, 2), (y, x) in metres (padding points included)."""
+        px = np.asarray(self.params.positions())
+        return np.asarray(self.problem.grid.origin) + px * self.problem.grid.pixel_size
+
+
+class _Stopper:
+    """Turns SIGINT/SIGTERM into a flag checked between steps, so a checkpoint can be written."""
+
+    def __init__(self):
+        self.requested = None
+        self._old = {}
+
+    def __enter__(self):
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                self._old[sig] = signal.signal(sig, self._handle)
+            except ValueError:  # not the main thread
+                pass
+        return self
+
+    def _handle(self, signum, frame):
+        self.requested = signum
+
+    def __exit__(self, *exc):
+        for sig, handler in self._old.items():
+            signal.signal(sig, handler)
+
+
+def _save_checkpoint(path: Path, state: dict, tree):
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        header = json.dumps(state).encode()
+        f.write(len(header).to_bytes(8, "little"))
+        f.write(header)
+        eqx.tree_serialise_leaves(f, tree)
+    os.replace(tmp, path)
+
+
+def _load_checkpoint(path: Path, template):
+    with open(path, "rb") as f:
+        size = int.from_bytes(f.read(8), "little")
+        state = json.loads(f.read(size))
+        tree = eqx.tree_deserialise_leaves(f, template)
+    return state, tree
+
+
+def run_fit(problem: Problem, config: FitConfig, params: Reconstruction | None = None, checkpoint: str | Path | None = None,
+            resume: bool = False, progress: bool = True, defocus_m=None) -> FitResult:
+    """Fit ``problem``; returns a :class:`FitResult`. ``checkpoint``: file for checkpoints/resume."""
+    engine = Engine.create(problem, config)
+    indices0, _ = epoch_batches(problem.point_valid, config.batch_size, config.seed, 0)
+    steps_per_epoch = indices0.shape[0]
+    optimizer = make_optimizer(config, steps_per_epoch)
+    if params is None:
+        params = initial_params(problem, config, defocus_m=0.0 if defocus_m is None else defocus_m)
+    opt_state = optimizer.init(params)
+    history, times, start_epoch, step_scale = [], [], 0, 1.0
+    checkpoint = Path(checkpoint) if checkpoint else None
+    if resume and checkpoint is not None and checkpoint.exists():
+        state, (params, opt_state) = _load_checkpoint(checkpoint, (params, opt_state))
+        history, times, start_epoch, step_scale = state["history"], state["times"], state["epoch"], state["step_scale"]
+    frames = problem.frames
+    pixel_weight = problem.pixel_weight
+    point_valid = jnp.asarray(problem.point_valid)
+    bar = tqdm(range(start_epoch, config.epochs), disable=not progress, desc="reconstruct", unit="epoch")
+    good = (params, opt_state)
+    with _Stopper() as stopper:
+        for epoch in bar:
+            t0 = time.perf_counter()
+            indices, weights = epoch_batches(problem.point_valid, config.batch_size, config.seed, epoch)
+            total = 0.0
+            for b in range(indices.shape[0]):
+                params, opt_state, data, prior = _step(
+                    engine, optimizer, params, opt_state, frames, pixel_weight, point_valid,
+                    jnp.asarray(indices[b]), jnp.asarray(weights[b]), jnp.float32(step_scale),
+                )
+                total += data + prior
+                if stopper.requested is not None:
+                    break
+            if stopper.requested is not None:
+                # The interrupted epoch is not counted: resuming repeats it from its start.
+                params, opt_state = good
+                if checkpoint is not None:
+                    _save_checkpoint(checkpoint, dict(epoch=epoch, history=history, times=times, step_scale=step_scale), (params, opt_state))
+                raise KeyboardInterrupt(f"stopped by signal {stopper.requested} at epoch {epoch}")
+            value = float(total) / indices.shape[0]
+            if not np.isfinite(value):
+                params, opt_state = good
+                step_scale *= 0.5
+                if step_scale < 1e-3:
+                    raise PtyjaxError("the loss stays non-finite even with 1/1000 of the step size; check the data")
+                bar.write(f"epoch {epoch}: non-finite loss, rolled back and halved the step (scale {step_scale:g})")
+                continue
+            good = (params, opt_state)
+            history.append(value)
+            times.append(time.perf_counter() - t0)
+            bar.set_postfix(loss=f"{value:.4g}", epoch_s=f"{times[-1]:.2f}")
+            if checkpoint is not None and config.checkpoint_every and (epoch + 1) % config.checkpoint_every == 0:
+                _save_checkpoint(checkpoint, dict(epoch=epoch + 1, history=history, times=times, step_scale=step_scale), (params, opt_state))
+    if checkpoint is not None:
+        _save_checkpoint(checkpoint, dict(epoch=config.epochs, history=history, times=times, step_scale=step_scale), (params, opt_state))
+    return FitResult(params, problem, config, history, times, defocus_m=None if defocus_m is None else np.asarray(defocus_m))
+
+
+def choose_defocus(problem: Problem, config: FitConfig, edge_groups: dict, max_points: int = 48) -> np.ndarray:
+    """Defocus (m) per energy, chosen per absorption edge by short trial reconstructions.
+
+    For each edge, the lowest energy (pre-edge: the simplest object) is reconstructed for
+    ``config.defocus_trial_epochs`` epochs from each candidate of
+    :func:`ptyjax.initialise.defocus_candidates` (both signs); the candidate with the lowest final
+    loss is used for every energy of that edge.
+    """
+    defocus = np.zeros(problem.n_energies)
+    trial_config = dataclasses.replace(
+        config, epochs=config.defocus_trial_epochs, refine_positions=False, priors={}, checkpoint_every=0, probe_start_epoch=1,
+    )
+    for members in edge_groups.values():
+        e = int(members[0])
+        sub = problem.subset([e], max_points=max_points)
+        step = initialise.mean_scan_step(sub.nominal_m[0][sub.point_valid[0]])
+        lam = float(wavelength(sub.energies_ev[0]))
+        candidates = initialise.defocus_candidates(
+            sub.mean_patterns[0], sub.native_pixel_size[0], lam, step, sub.geometry.frame_size * sub.native_pixel_size[0]
+        )
+        scores = []
+        for z in candidates:
+            result = run_fit(sub, trial_config, progress=False, defocus_m=z)
+            scores.append(result.loss_history[-1] if result.loss_history else np.inf)
+        defocus[np.asarray(members)] = candidates[int(np.nanargmin(scores))]
+    return defocus
