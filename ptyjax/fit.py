@@ -195,8 +195,22 @@ def _delayed(step: float, start_step: int):
     return optax.join_schedules([optax.constant_schedule(0.0), optax.constant_schedule(step)], [max(start_step, 0)])
 
 
+_OPTIMIZERS: dict = {}
+
+
 def make_optimizer(config: FitConfig, steps_per_epoch: int):
-    """One optax transformation per parameter group (``optax.partition``)."""
+    """One optax transformation per parameter group (``optax.partition``).
+
+    Cached per settings: the jitted step takes the optimizer as an argument, and a new but equal
+    optimizer object would otherwise trigger a recompilation.
+    """
+    key = json.dumps([config.to_dict(), steps_per_epoch], sort_keys=True, default=str)
+    if key not in _OPTIMIZERS:
+        _OPTIMIZERS[key] = _build_optimizer(config, steps_per_epoch)
+    return _OPTIMIZERS[key]
+
+
+def _build_optimizer(config: FitConfig, steps_per_epoch: int):
     position_start = config.position_start_epoch * steps_per_epoch
     position_step = config.position_step if config.refine_positions else 0.0
     transforms = {
@@ -443,3 +457,59 @@ def choose_defocus(problem: Problem, config: FitConfig, edge_groups: dict, max_p
             scores.append(result.loss_history[-1] if result.loss_history else np.inf)
         defocus[np.asarray(members)] = candidates[int(np.nanargmin(scores))]
     return defocus
+
+
+def reconstruct(dataset, config: FitConfig | None = None, checkpoint=None, resume: bool = False, progress: bool = True,
+                probe=None) -> FitResult:
+    """Reconstruct every energy of ``dataset`` (a :class:`ptyjax.data.Dataset`, or paths) jointly.
+
+    The probe starts from the data (:func:`choose_defocus`) unless ``probe`` (E, M, N, N) or
+    ``config.defocus_m`` is given. Returns a :class:`FitResult` with the fitted parameters.
+    """
+    from .data import Dataset
+
+    config = config or FitConfig()
+    if not isinstance(dataset, Dataset):
+        dataset = Dataset.open(dataset)
+    problem = prepare(dataset)
+    resuming = resume and checkpoint is not None and Path(checkpoint).exists()
+    params, defocus = None, None
+    if probe is not None:
+        probe = np.asarray(probe, np.complex64)
+        if probe.shape[0] != problem.n_energies or probe.shape[-2:] != problem.frames.shape[-2:]:
+            raise PtyjaxError(f"probe of shape {probe.shape} does not fit {problem.n_energies} energies of "
+                              f"{problem.frames.shape[-2]}x{problem.frames.shape[-1]} frames")
+        params = initial_params(problem, config, probe=probe)
+    elif resuming:
+        defocus = 0.0  # only the shapes matter: the checkpoint replaces the values
+    elif config.defocus_m is not None:
+        defocus = config.defocus_m
+    else:
+        defocus = choose_defocus(problem, config, dataset.edges)
+    return run_fit(problem, config, params=params, checkpoint=checkpoint, resume=resume, progress=progress, defocus_m=defocus)
+
+
+def save_reconstruction(path, result: FitResult, extra_config: dict | None = None):
+    """Write the ``/reconstruction`` group of the results file ``path``."""
+    from . import results
+
+    problem = result.problem
+    positions = result.positions_m()
+    positions = np.where(problem.point_valid[..., None], positions, np.nan)
+    datasets = {
+        "energy": (problem.energies_ev, "eV"),
+        "object": (result.object().astype(np.complex64), "1"),
+        "pixel_size": (problem.grid.pixel_size, "m"),
+        "origin": (np.asarray(problem.grid.origin), "m"),
+        "probe": (result.probe().astype(np.complex64), "sqrt(photons)"),
+        "probe_pixel_size": (problem.native_pixel_size, "m"),
+        "positions": (positions, "m"),
+        "nominal_positions": (np.where(problem.point_valid[..., None], problem.nominal_m, np.nan), "m"),
+        "drift": (np.asarray(result.params.positions.drift) * problem.grid.pixel_size, "m"),
+        "loss": (np.asarray(result.loss_history, np.float64), "1"),
+        "epoch_time": (np.asarray(result.epoch_times, np.float64), "s"),
+    }
+    if result.defocus_m is not None:
+        datasets["initial_defocus"] = (np.broadcast_to(result.defocus_m, (problem.n_energies,)), "m")
+    config = dict(result.config.to_dict(), **(extra_config or {}))
+    return results.write_group(path, "reconstruction", datasets, config=config)

@@ -16,7 +16,7 @@ from .. import __version__
 from ..errors import PtyjaxError
 
 # Sub-command modules, in the order ``ptyjax --help`` lists them.
-COMMANDS = ["simulate", "inspect"]
+COMMANDS = ["simulate", "inspect", "reconstruct", "analyze", "models"]
 
 
 def build_parser() -> argparse.ArgumentParser:
