@@ -1,0 +1,212 @@
+"""Edge fitting (fit / derivative / half-jump), uncertainties, chemical maps, ``ptyjax analyze``."""
+
+import importlib.util
+import json
+from pathlib import Path
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from scipy import ndimage
+
+from ptyjax import chemistry as ch
+from ptyjax import physics as ph
+from ptyjax import results
+from ptyjax.cli import COMMANDS
+
+LARCH = json.loads((Path(__file__).parent / "data" / "larch_reference.json").read_text())
+LNMO, LNMO_DENSITY, THICKNESS = "LiNi0.5Mn1.5O4", 4.45, 1e-6  # g/cm^3, m
+MN = ph.EdgeModel("Mn", edge_energy_ev=6551.3, white_line_height=0.5, white_line_offset_ev=4.0, white_line_width_ev=5.0)
+NI = ph.EdgeModel("Ni", edge_energy_ev=8345.2, white_line_height=0.6, white_line_offset_ev=5.0, white_line_width_ev=6.0)
+
+
+def _grid(e0, fine=0.8):
+    """Typical ptycho-XAFS energies (eV): coarse pre-edge, ``fine`` steps through the edge, coarse post-edge."""
+    return np.concatenate([np.arange(-40, -8, 4.0), np.arange(-8, 16, fine), np.arange(16, 70, 6.0)]) + e0
+
+
+ENERGY = np.concatenate([_grid(MN.edge_energy_ev), _grid(NI.edge_energy_ev)])
+
+
+def _lnmo_od(energy, thickness=THICKNESS):
+    _, beta = ph.compound_delta_beta(LNMO, LNMO_DENSITY, energy, edges={"Mn": MN, "Ni": NI})
+    return 2.0 * ph.wavenumber(energy) * beta * thickness  # OD = mu t = 2 k beta t
+
+
+def _true_jump(element):
+    return ph.atomic_densities(LNMO, LNMO_DENSITY)[element] * THICKNESS * ph.edge_jump_cross_section(element)
+
+
+# --- Larch agreement --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("case", range(len(LARCH["cases"])))
+def test_larch_reference(case):
+    energy = np.array(LARCH["energy"])
+    ref = LARCH["cases"][case]
+    mu = np.array(ref["mu"])
+    # find_e0 returns a sample energy; ours is refined between samples: agree within half a step.
+    step = np.gradient(energy)[np.abs(energy - ref["find_e0"]).argmin()]
+    assert abs(ch.derivative_e0(energy, mu) - ref["find_e0"]) <= 0.5 * step
+    lines = ch.larch_pre_edge(energy, mu, ref["pre_edge_e0"])
+    pre = ch._pre_line(lines, energy)
+    x = energy - ref["pre_edge_e0"]
+    post = pre + sum(c * x**k for k, c in enumerate(lines["post_coefs"]))
+    np.testing.assert_allclose(pre, ref["pre_edge"], rtol=0, atol=1e-12)
+    np.testing.assert_allclose(post, ref["post_edge"], rtol=0, atol=1e-12)
+    # Larch evaluates the step at the sample nearest E0.
+    e_near = energy[np.abs(energy - ref["pre_edge_e0"]).argmin()]
+    np.testing.assert_allclose(ch._edge_step(lines, e_near)[0], ref["edge_step"], rtol=1e-10)
+
+
+def test_larch_live():
+    xafs = pytest.importorskip("larch.xafs")
+    energy = np.array(LARCH["energy"])
+    mu = np.array(LARCH["cases"][0]["mu"])
+    assert abs(ch.derivative_e0(energy, mu) - xafs.find_e0(energy, mu)) <= 0.5 * np.diff(energy).max()
+
+
+# --- EdgeModel spectra --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("model", [MN, NI], ids=["Mn", "Ni"])
+def test_fit_recovers_edge_energy_of_edge_model(model):
+    window = ch.edge_window(ENERGY, model.element, ["Mn", "Ni"])
+    od = _lnmo_od(ENERGY[window])[None]
+    fit = ch.fit_edge(ENERGY[window], od, model.element, e0_method="fit")
+    assert abs(fit.edge_energy[0] - model.edge_energy_ev) < 0.1
+    larch_style = ch.fit_edge(ENERGY[window], od, model.element, e0_method="derivative")
+    assert abs(larch_style.edge_jump[0] / _true_jump(model.element) - 1) < 0.02
+
+
+@pytest.mark.xfail(strict=True, reason="physics.edge_jump_cross_section extrapolates the above-edge branch from "
+                   "3 eV above the edge, where Chantler's f'' is still 2.6 % below its level 20 eV higher; the fitted "
+                   "step follows the post-edge level (see report)")
+@pytest.mark.parametrize("model", [MN, NI], ids=["Mn", "Ni"])
+def test_fit_jump_of_edge_model(model):
+    window = ch.edge_window(ENERGY, model.element, ["Mn", "Ni"])
+    fit = ch.fit_edge(ENERGY[window], _lnmo_od(ENERGY[window])[None], model.element)
+    assert abs(fit.edge_jump[0] / _true_jump(model.element) - 1) < 0.02
+
+
+def test_ni_mn_ratio_from_jumps():
+    od = _lnmo_od(ENERGY)[None]
+    n = {}
+    for el in ("Mn", "Ni"):
+        w = ch.edge_window(ENERGY, el, ["Mn", "Ni"])
+        fit = ch.fit_edge(ENERGY[w], od[:, w], el)
+        n[el] = ch.areal_density(el, fit.edge_jump, fit.edge_jump_std)
+    ratio, _ = ch.atomic_ratio(*n["Ni"], *n["Mn"])
+    assert abs(ratio[0] / (0.5 / 1.5) - 1) < 0.02  # LiNi0.5Mn1.5O4
+
+
+def test_uncertainties_are_calibrated():
+    """Over 400 noisy repeats, |fit - truth| < 1 sigma in 68 % of them (binomial sd 2.3 %: tolerance 3.5 sd)."""
+    e_tab = ch._tabulated_edge("Mn")
+    energy = _grid(6548.0)
+    truth = np.array([0.3, 1e-3, 0.08, 6548.0 - e_tab, 1.16, 0.4, 3.0, 4.0, -2e-3], np.float32)
+    clean = np.asarray(ch.xanes_model(jnp.asarray(truth), jnp.asarray(energy - e_tab)))
+    noisy = clean + np.random.default_rng(1).normal(0.0, 0.002, (400, len(energy)))
+    fit = ch.fit_edge(energy, noisy, "Mn", noise=np.full(len(energy), 0.002))
+    assert np.isfinite(fit.edge_energy).all()
+    for value, std, true in [(fit.edge_energy, fit.edge_energy_std, 6548.0), (fit.edge_jump, fit.edge_jump_std, 0.08)]:
+        assert abs(np.mean(np.abs(value - true) < std) - 0.68) < 0.08
+    assert abs(np.mean(fit.chi2) - 1.0) < 0.05  # reduced chi^2 of a correct model with the right noise
+
+
+def test_half_jump_and_failure():
+    e_tab = ch._tabulated_edge("Mn")
+    energy = _grid(6548.0, fine=0.25)
+    truth = np.array([0.3, 0.0, 0.08, 6548.0 - e_tab, 1.16, 0.0, 3.0, 4.0, 0.0], np.float32)
+    clean = np.asarray(ch.xanes_model(jnp.asarray(truth), jnp.asarray(energy - e_tab)))
+    # Without white line and slopes the normalised spectrum crosses 0.5 at E0 (linear interpolation on a
+    # 0.25 eV grid of an arctan of FWHM 1.16 eV: error < 0.03 eV).
+    half = ch.fit_edge(energy, clean[None], "Mn", e0_method="half-jump")
+    assert abs(half.edge_energy[0] - 6548.0) < 0.03
+    # Edge-free pixels (noise only) come out NaN, not as a spurious edge; the real edges survive.
+    rng = np.random.default_rng(2)
+    noise = rng.normal(0.0, 0.002, (40, len(energy)))
+    fit = ch.fit_edge(energy, np.concatenate([clean + noise[:20], 0.3 + noise[20:]]), "Mn")
+    assert np.isfinite(fit.edge_energy[:20]).all()
+    assert np.isnan(fit.edge_energy[20:]).mean() > 0.9
+
+
+def test_valence_interpolation():
+    table = ph.REFERENCE_EDGE_ENERGIES["Mn"]
+    v, _ = ch.valence_from_edge_energy("Mn", np.array([table[k] for k in sorted(table)]))
+    np.testing.assert_allclose(v, sorted(table))
+    custom = {"Mn": {2: 6544.0, 3: 6548.0, 4: 6550.0}}
+    v, std = ch.valence_from_edge_energy("Mn", np.array([6546.0, 6549.0, 6552.0, 6540.0]), np.full(4, 0.2), custom)
+    np.testing.assert_allclose(v, [2.5, 3.5, 5.0, 1.0])  # interpolated, then extrapolated per end segment
+    np.testing.assert_allclose(std, [0.05, 0.1, 0.1, 0.05])
+
+
+def test_electron_density():
+    # phi = -r_e lambda n_e t for any material: invert a known areal electron density.
+    ne_t = 3e24
+    phase = -ph.R_ELECTRON_M * ph.wavelength(6500.0) * ne_t
+    assert ch.electron_density_areal(phase, 6500.0)[0] == pytest.approx(ne_t, rel=1e-12)
+
+
+# --- whole stack and CLI ------------------------------------------------------------------------------
+
+
+def _results_file(path, n=24):
+    energy = np.concatenate([_grid(MN.edge_energy_ev, fine=1.5), _grid(NI.edge_energy_ev, fine=1.5)])
+    y, x = np.mgrid[:n, :n] - (n - 1) / 2
+    thickness = THICKNESS * np.clip(1.0 - (y**2 + x**2) / 8.0**2, 0.0, None)
+    delta, beta = ph.compound_delta_beta(LNMO, LNMO_DENSITY, energy, edges={"Mn": MN, "Ni": NI})
+    obj = ph.transmission(delta[:, None, None], beta[:, None, None], thickness[None], energy[:, None, None])
+    obj = obj * np.exp(1j * np.linspace(0, 2, len(energy)))[:, None, None] * 0.9  # arbitrary complex scale
+    results.write_group(path, "reconstruction", {"object": (obj.astype(np.complex64), "1"),
+                                                 "energy": (energy, "eV"), "pixel_size": (40e-9, "m")})
+    return thickness
+
+
+def _cli(argv):
+    if all(importlib.util.find_spec(f"ptyjax.cli.{name}") for name in COMMANDS):
+        from ptyjax.cli import main
+
+        return main(argv)
+    # Another command's module is not written yet: run this one through its own parser (same code path).
+    import argparse
+
+    from ptyjax.cli import analyze
+
+    parser = argparse.ArgumentParser()
+    analyze.add_parser(parser.add_subparsers())
+    return analyze.run(parser.parse_args(argv))
+
+
+def test_analyze_cli_writes_groups(tmp_path):
+    path = tmp_path / "results.h5"
+    thickness = _results_file(path)
+    assert _cli(["analyze", str(path)]) == 0
+    chem = results.read_group(path, "chemistry")
+    spec = results.read_group(path, "spectra")
+    mask = chem["mask"]
+    assert chem["attrs"]["edges"] == "Mn,Ni"
+    outside = ~ndimage.binary_dilation(thickness > 0, iterations=2)  # mask smoothing spreads by <= 2 px
+    assert mask[thickness > 0.2 * THICKNESS].all() and not mask[outside].any()
+    assert spec["optical_density"].shape == spec["phase"].shape == (len(spec["energy"]),) + mask.shape
+    assert np.abs(spec["optical_density"][:, outside]).max() < 1e-4  # background referenced to 0
+    for name in ("edge_energy_Mn", "edge_jump_Ni", "valence_Mn", "ni_mn_ratio", "electrons_per_metal"):
+        # NaN outside the mask; measured wherever there is material (the mask's 1-2 px halo has none).
+        assert np.isnan(chem[name][~mask]).all() and np.isfinite(chem[name][thickness > 0.2 * THICKNESS]).all()
+        assert name + "_std" in chem
+    thick = thickness > 0.5 * THICKNESS
+    assert np.abs(chem["edge_energy_Mn"][thick] - MN.edge_energy_ev).max() < 0.1
+    assert np.abs(chem["ni_mn_ratio"][thick] / (1 / 3) - 1).max() < 0.02
+    assert results.units_of(path, "/chemistry/edge_energy_Mn") == "eV"
+
+
+def test_analyze_cli_bad_input(tmp_path, capsys):
+    from ptyjax.cli import analyze
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    analyze.add_parser(parser.add_subparsers())
+    from ptyjax.errors import DataError
+
+    with pytest.raises(DataError, match="does not exist"):
+        analyze.run(parser.parse_args(["analyze", str(tmp_path / "none.h5")]))

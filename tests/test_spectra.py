@@ -1,0 +1,84 @@
+"""Stack preparation: background referencing, OD/phase, masks, registration, loading."""
+
+import h5py
+import numpy as np
+import pytest
+from scipy import ndimage
+
+from ptyjax import results, spectra
+from ptyjax.errors import DataError
+
+N = 48
+
+
+def _disk_stack(n_energies=3, shift=(0.0, 0.0), seed=0):
+    """A rounded particle (max phase -9 rad: wraps three times) with OD and phase maps, times a random complex scale
+    per energy (the reconstruction ambiguity). Returns (object, od_truth, phase_truth, mask_truth)."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[:N, :N] - (N - 1) / 2
+    r2 = ((y - shift[0]) / 14.0) ** 2 + ((x - shift[1]) / 11.0) ** 2
+    # Smooth rounded body (C1 at the rim, so the field is nearly band-limited for Fourier shifts);
+    # steepest phase step 1.3 rad/px < pi, so unwrapping is exact.
+    profile = np.clip(1.0 - r2, 0.0, None) ** 2
+    od = profile[None] * np.linspace(0.2, 0.3, n_energies)[:, None, None]
+    phase = -9.0 * profile[None] * np.linspace(1.0, 0.95, n_energies)[:, None, None]
+    scale = rng.uniform(0.5, 2.0, n_energies) * np.exp(1j * rng.uniform(-np.pi, np.pi, n_energies))
+    obj = scale[:, None, None] * np.exp(-od / 2 + 1j * phase)
+    return obj.astype(np.complex64), od, phase, r2 < 1.0
+
+
+def test_background_referencing_and_unwrapping_recover_od_and_phase():
+    obj, od_true, phase_true, mask = _disk_stack()
+    background = spectra.background_region(mask, 3)
+    od = spectra.optical_density_stack(obj, background)
+    phase = spectra.phase_stack(obj, background)
+    assert od.dtype == np.float32 and phase.shape == obj.shape
+    # Empty region reads 0 after referencing (float32 round-off: 1e-5).
+    assert np.abs(od[:, background]).max() < 1e-5
+    assert np.abs(phase[:, background]).max() < 1e-5
+    # Unwrapping recovers a 9 rad deep phase exactly (no neighbour difference exceeds pi).
+    np.testing.assert_allclose(phase, phase_true, atol=1e-4)
+    np.testing.assert_allclose(od, od_true, atol=1e-5)
+
+
+def test_particle_mask_finds_the_particle():
+    obj, _, phase, truth = _disk_stack()
+    mask = spectra.particle_mask(obj)
+    # Everything thicker than 5 % of the maximum, nothing more than 2 px (smoothing: 1 px) outside.
+    assert mask[np.abs(phase[0]) > 0.05 * np.abs(phase[0]).max()].all()
+    assert not (mask & ~ndimage.binary_dilation(truth, iterations=2)).any()
+    assert ndimage.label(mask)[1] == 1
+    # The background (3 px away from the mask) holds no pixel with more than 5 % of the maximum phase.
+    assert np.abs(phase[0][spectra.background_region(mask, 3)]).max() < 0.05 * np.abs(phase[0]).max()
+
+
+def test_registration_recovers_subpixel_shift():
+    obj, *_ = _disk_stack(n_energies=3)
+    shift = np.array([[0.0, 0.0], [0.37, -1.21], [-2.64, 0.58]])
+    moved = np.stack([spectra.fourier_shift(o, s) for o, s in zip(obj, shift)])
+    registered, found = spectra.register_stack(moved, upsample=50)
+    np.testing.assert_allclose(found, -shift, atol=0.05)
+    assert np.abs(registered - obj).max() < 0.05 * np.abs(obj).max()
+
+
+def test_load_stack_formats(tmp_path):
+    obj, *_ = _disk_stack()
+    energy = np.array([6530.0, 6540.0, 6550.0])
+    results.write_group(tmp_path / "r.h5", "reconstruction",
+                        {"object": (obj, "1"), "energy": (energy, "eV"), "pixel_size": (30e-9, "m")})
+    np.savez(tmp_path / "s.npz", object=obj, energy=energy, pixel_size=30e-9)
+    with h5py.File(tmp_path / "g.h5", "w") as f:
+        f["object"], f["energy"], f["pixel_size"] = obj, energy, 30e-9
+    for name in ("r.h5", "s.npz", "g.h5"):
+        stack = spectra.load_stack(tmp_path / name)
+        np.testing.assert_array_equal(stack.object, obj)
+        np.testing.assert_array_equal(stack.energy, energy)
+        assert stack.pixel_size == 30e-9
+    np.savez(tmp_path / "bad.npz", object=obj, energy=energy)
+    with pytest.raises(DataError, match="pixel_size"):
+        spectra.load_stack(tmp_path / "bad.npz")
+    np.savez(tmp_path / "bad2.npz", object=obj, energy=energy[:2], pixel_size=30e-9)
+    with pytest.raises(DataError, match="energies"):
+        spectra.load_stack(tmp_path / "bad2.npz")
+    with pytest.raises(DataError, match="does not exist"):
+        spectra.load_stack(tmp_path / "missing.h5")
