@@ -55,7 +55,7 @@ class LogObjectStack(ObjectStack):
         return cls(zeros, zeros)
 
     def __call__(self):
-        return jnp.exp(self.log_amplitude + 1j * self.phase).astype(jnp.complex64)
+        return jnp.exp(jax.lax.complex(self.log_amplitude, self.phase))
 
     def log_object(self):
         return self.log_amplitude + 1j * self.phase
@@ -76,7 +76,7 @@ class Probe(eqx.Module):
         return cls(jnp.real(probe).astype(jnp.float32), jnp.imag(probe).astype(jnp.float32))
 
     def __call__(self):
-        return (self.real + 1j * self.imag).astype(jnp.complex64)
+        return jax.lax.complex(self.real, self.imag)
 
 
 class ScanPositions(eqx.Module):
@@ -183,18 +183,23 @@ def predict_intensity(params: Reconstruction, geometry: FrameGeometry, indices):
     return farfield_intensity(exit_waves(params, geometry, indices), mode_axis=-3)
 
 
+def insert_patches(patches, centres, geometry: FrameGeometry, object_shape):
+    """Adjoint of :func:`extract_patches` for real patches (E, B, N, N): their sum on the grid (E, Ny, Nx)."""
+    template = jnp.zeros((centres.shape[0],) + tuple(object_shape), patches.dtype)
+    transpose = jax.linear_transpose(lambda o: extract_patches(o, centres, geometry), template)
+    return transpose(patches)[0]
+
+
 def illumination(params: Reconstruction, geometry: FrameGeometry, indices, object_shape):
     """Probe intensity of the frames ``indices`` summed onto the common grid, (E, Ny, Nx).
 
-    The adjoint of patch extraction applied to ``sum_modes |P|^2``: exactly the weights with which
-    those frames' data enter each object pixel.
+    The adjoint of patch extraction applied to ``sum_modes |P|^2``: the weights with which those
+    frames' data enter each object pixel.
     """
-    centres = jnp.take_along_axis(params.positions(), indices[..., None], axis=1)
+    centres = jax.lax.stop_gradient(jnp.take_along_axis(params.positions(), indices[..., None], axis=1))
     probe_intensity = jnp.sum(jnp.abs(params.probe()) ** 2, axis=1)  # (E, N, N)
-    template = jnp.zeros((centres.shape[0],) + tuple(object_shape), jnp.float32)
-    transpose = jax.linear_transpose(lambda o: extract_patches(o, jax.lax.stop_gradient(centres), geometry), template)
     stacked = jnp.broadcast_to(probe_intensity[:, None], centres.shape[:2] + probe_intensity.shape[1:])
-    (illum,) = transpose(stacked)
+    illum = insert_patches(stacked, centres, geometry, object_shape)
     # Lanczos weights dip slightly below zero; the row-sum form W^T |P|^2 is a majoriser of the
     # Gauss-Newton diagonal, which is what a step-size preconditioner needs.
     return jnp.maximum(illum, 0.0)
