@@ -1,0 +1,74 @@
+"""``ptyjax cluster`` and ``ptyjax report`` end to end on a synthetic results file."""
+
+import re
+
+import matplotlib.image
+import numpy as np
+import pytest
+import tifffile
+
+from ptyjax import cli
+from ptyjax.report import write_report
+from ptyjax.results import read_group, write_group
+from test_cluster import write_synthetic_results  # tests/ is on sys.path under pytest
+
+
+@pytest.fixture(scope="module")
+def clustered_file(tmp_path_factory):
+    path, truth = write_synthetic_results(tmp_path_factory.mktemp("report") / "results.h5", n=40, n_energy=10)
+    assert cli.main(["cluster", str(path), "--max-groups", "4", "--seed", "1"]) == 0
+    return path, truth
+
+
+def test_cluster_cli_writes_clustering(clustered_file):
+    path, truth = clustered_file
+    g = read_group(path, "clustering")
+    assert g["k_tried"].tolist() == [1, 2, 3, 4]
+    assert g["labels"].shape == truth.shape
+    assert np.all(g["labels"][truth == 0] == -1)
+
+
+def test_report_cli_writes_figures_tiffs_and_page(clustered_file, tmp_path):
+    path, truth = clustered_file
+    out = tmp_path / "report"
+    assert cli.main(["report", str(path), "-o", str(out), "--truth", str(path.with_name("truth.h5"))]) == 0
+    page = (out / "index.html").read_text()
+    pngs = sorted(out.glob("*.png"))
+    names = {p.name for p in pngs}
+    assert {"object.png", "loss.png", "chemistry_maps.png", "groups.png", "scatter_matrix.png", "bic.png", "group_spectra.png"} <= names
+    for png in pngs:
+        assert png.stat().st_size > 1000
+        assert matplotlib.image.imread(png).ndim == 3  # decodable RGB(A) image
+        assert f"src='{png.name}'" in page
+    # Key numbers on the page: grid, pixel size, groups and the adjusted Rand index.
+    assert "40 × 40 pixels, pixel size 20.00 nm" in page
+    ari = float(re.search(r"Adjusted Rand index .*?<b>([0-9.]+)</b>", page).group(1))
+    assert ari >= 0.9
+    # TIFFs: float32 stacks/maps with the pixel size (20 nm = 50 pixels per µm) in the resolution tags.
+    with tifffile.TiffFile(out / "object_amplitude.tif") as tif:
+        stack = tif.asarray()
+        assert stack.shape == (10, 40, 40) and stack.dtype == np.float32
+        assert tif.imagej_metadata["unit"] == "um"
+        x_res = tif.pages[0].tags["XResolution"].value
+        assert x_res[0] / x_res[1] == pytest.approx(50.0, rel=1e-4)
+    obj = read_group(path, "reconstruction")["object"]
+    np.testing.assert_allclose(tifffile.imread(out / "object_phase.tif"), np.angle(obj), atol=1e-6)
+    ratio = tifffile.imread(out / "ni_mn_ratio.tif")
+    assert ratio.shape == (40, 40) and np.isnan(ratio[0, 0])
+    for name in ("edge_energy_Mn", "edge_energy_Mn_std", "group_labels"):
+        assert f"href='{name}.tif'" in page and (out / f"{name}.tif").exists()
+
+
+def test_report_notes_missing_sections(tmp_path):
+    path = tmp_path / "only_reconstruction.h5"
+    obj = np.ones((2, 8, 8), np.complex64)
+    write_group(path, "reconstruction", {"object": (obj, "1"), "energy": (np.array([6530.0, 6560.0]), "eV"), "pixel_size": (10e-9, "m")})
+    page = write_report(path, tmp_path / "out").read_text()
+    assert "no /chemistry group" in page and "no /clustering group" in page
+    assert "src='object.png'" in page
+
+
+def test_report_of_missing_file_is_one_line_error(tmp_path, capsys):
+    assert cli.main(["report", str(tmp_path / "nope.h5"), "-o", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "does not exist" in err
