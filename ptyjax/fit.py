@@ -3,7 +3,8 @@
 One jitted step takes a minibatch of ``batch_size`` scan points at *every* energy, evaluates the
 photon-normalised data term plus the priors, and updates the parameter groups (object, probe,
 drift, jitter) with their own optax transformations (``optax.partition``): preconditioned momentum
-steps for object and probe (:mod:`ptyjax.preconditioning`), Adam for positions, released after
+steps for object and probe (:mod:`ptyjax.preconditioning`), Gauss-Newton-scaled capped steps for
+positions, released after
 ``position_start_epoch`` epochs. Runs checkpoint every few epochs and on SIGINT/SIGTERM, resume from
 the last checkpoint, and roll back with a halved step when the loss stops being finite.
 """
@@ -29,7 +30,7 @@ from tqdm.auto import tqdm
 from . import initialise, losses, priors
 from .errors import PtyjaxError
 from .geometry import ObjectGrid
-from .model import FrameGeometry, LogObjectStack, Probe, Reconstruction, ScanPositions, extract_patches, illumination, predict_intensity
+from .model import centre_probe, FrameGeometry, LogObjectStack, Probe, Reconstruction, ScanPositions, extract_patches, illumination, predict_intensity
 from .physics import wavelength
 from .preconditioning import damped, scale_by_curvature
 
@@ -43,8 +44,9 @@ class FitConfig:
     """Everything that defines a reconstruction run (stored with the results).
 
     Steps: ``object_step`` and ``probe_step`` are in units of the preconditioned (full-projection)
-    step; ``position_step`` is the Adam step of drift and jitter in common-grid pixels.
-    ``priors`` maps a registered prior name to its options (``weight`` and the rest).
+    step.
+    ``position_step`` is the fraction of the Gauss-Newton step taken for drift and jitter, each
+    move capped at ``position_max_move`` common-grid pixels per step. ``priors`` maps a registered prior name to its options (``weight`` and the rest).
     """
 
     epochs: int = 40
@@ -57,7 +59,8 @@ class FitConfig:
     momentum: float = 0.5
     probe_start_epoch: int = 1
     refine_positions: bool = True
-    position_step: float = 0.05
+    position_step: float = 0.5
+    position_max_move: float = 0.25
     position_start_epoch: int = 5
     illumination_floor: float = 0.1
     defocus_m: float | None = None
@@ -219,8 +222,9 @@ def _build_optimizer(config: FitConfig, steps_per_epoch: int):
             scale_by_curvature(),
             optax.sgd(_delayed(config.probe_step, config.probe_start_epoch * steps_per_epoch), momentum=config.momentum or None),
         ),
-        "drift": optax.adam(_delayed(position_step, position_start)),
-        "jitter": optax.adam(_delayed(position_step, position_start)),
+        # Newton-like steps on positions, capped per step (in common-grid pixels) against noise.
+        "drift": optax.chain(scale_by_curvature(), optax.sgd(_delayed(position_step, position_start)), optax.clip(config.position_max_move)),
+        "jitter": optax.chain(scale_by_curvature(), optax.sgd(_delayed(position_step, position_start)), optax.clip(config.position_max_move)),
         "frozen": optax.set_to_zero(),
     }
     return optax.partition(transforms, _labels, mask_compatible_extra_args=True)
@@ -265,15 +269,26 @@ class Engine(eqx.Module):
         illum = illumination(params, self.geometry, indices, self.context.object_shape) / photons
         h_object = damped(illum, self.floor) + self.prior_curvature
         centres = jnp.take_along_axis(params.positions(), indices[..., None], axis=1)
-        patches = extract_patches(params.object(), centres, self.geometry)
+        objects = params.object()
+        patches = extract_patches(objects, centres, self.geometry)
         point_weight = jnp.max(weight, axis=(-2, -1))  # (E, B): 0 for padding frames
         object_intensity = jnp.sum(point_weight[..., None, None] * jnp.abs(patches) ** 2, axis=1) / photons
         h_probe = damped(object_intensity, self.floor)[:, None]
-        ones = lambda x: jnp.ones_like(x)
+        # Positions: Gauss-Newton diagonal sum |P|^2 |d patch / d r|^2 per point and direction.
+        probe_intensity = jnp.sum(jnp.abs(params.probe()) ** 2, axis=1)[:, None]  # (E, 1, N, N)
+        h_point = []
+        for axis in range(2):
+            tangent = jnp.zeros_like(centres).at[..., axis].set(1.0)
+            _, d_patch = jax.jvp(lambda c: extract_patches(objects, c, self.geometry), (centres,), (tangent,))
+            h_point.append(jnp.sum(probe_intensity * jnp.abs(d_patch) ** 2, axis=(-2, -1)) / photons)
+        h_point = jnp.stack(h_point, axis=-1) * point_weight[..., None]  # (E, B, 2)
+        floor = self.floor * jnp.max(h_point) + 1e-30
+        h_jitter = jnp.full(params.positions.jitter.shape, floor).at[jnp.arange(indices.shape[0])[:, None], indices].add(h_point)
+        h_drift = jnp.sum(h_point, axis=1) + floor
         return Reconstruction(
             object=jax.tree.map(lambda x: jnp.broadcast_to(h_object, x.shape), params.object),
             probe=jax.tree.map(lambda x: jnp.broadcast_to(h_probe, x.shape), params.probe),
-            positions=jax.tree.map(ones, params.positions),
+            positions=ScanPositions(jnp.ones_like(params.positions.nominal), h_drift, h_jitter),
         )
 
 
@@ -412,6 +427,7 @@ def run_fit(problem: Problem, config: FitConfig, params: Reconstruction | None =
                 if checkpoint is not None:
                     _save_checkpoint(checkpoint, dict(epoch=epoch, history=history, times=times, step_scale=step_scale), (params, opt_state))
                 raise KeyboardInterrupt(f"stopped by signal {stopper.requested} at epoch {epoch}")
+            params = centre_probe(params, problem.geometry.scale)
             value = float(total) / indices.shape[0]
             if not np.isfinite(value):
                 params, opt_state = good

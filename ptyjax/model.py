@@ -82,9 +82,8 @@ class Probe(eqx.Module):
 class ScanPositions(eqx.Module):
     """Probe positions = nominal + per-energy drift + per-point jitter, in common-grid pixels (y, x).
 
-    ``nominal`` (E, P, 2) is data, not a parameter (see :func:`trainable`). The decomposition is made
-    unique by :meth:`canonical`: jitter has zero mean over the points of each energy, and drift zero
-    mean over energies (a common shift of all energies is a translation of the object).
+    ``nominal`` (E, P, 2) is data, not a parameter (its optimiser sets updates to zero). The
+    decomposition is made unique by :meth:`canonical`.
     """
 
     nominal: jax.Array
@@ -101,13 +100,14 @@ class ScanPositions(eqx.Module):
         return self.nominal + self.drift[:, None, :] + self.jitter
 
     def canonical(self, valid):
-        """Project onto the unique decomposition; ``valid`` (E, P) marks real (non-padding) points."""
+        """Project jitter onto zero mean over the real points (``valid`` (E, P)) of each energy.
+
+        The common translation of each energy is the drift; the translation of everything is fixed
+        by keeping each probe centred (:func:`centre_probe`), not here.
+        """
         w = valid[..., None].astype(self.jitter.dtype)
         jitter_mean = jnp.sum(self.jitter * w, axis=1) / jnp.maximum(jnp.sum(w, axis=1), 1.0)
-        jitter = (self.jitter - jitter_mean[:, None, :]) * w
-        drift = self.drift + jitter_mean
-        drift = drift - jnp.mean(drift, axis=0, keepdims=True)
-        return ScanPositions(self.nominal, drift, jitter)
+        return ScanPositions(self.nominal, self.drift + jitter_mean, (self.jitter - jitter_mean[:, None, :]) * w)
 
 
 class Reconstruction(eqx.Module):
@@ -203,3 +203,31 @@ def illumination(params: Reconstruction, geometry: FrameGeometry, indices, objec
     # Lanczos weights dip slightly below zero; the row-sum form W^T |P|^2 is a majoriser of the
     # Gauss-Newton diagonal, which is what a step-size preconditioner needs.
     return jnp.maximum(illum, 0.0)
+
+
+def probe_centre(probe):
+    """Intensity centroid (y, x) of ``probe`` (E, M, N, N) relative to pixel N//2, native pixels (E, 2)."""
+    intensity = jnp.sum(jnp.abs(probe) ** 2, axis=1)
+    n = probe.shape[-1]
+    coordinate = jnp.arange(n) - n // 2
+    total = jnp.sum(intensity, axis=(-2, -1))
+    cy = jnp.sum(intensity * coordinate[:, None], axis=(-2, -1)) / total
+    cx = jnp.sum(intensity * coordinate[None, :], axis=(-2, -1)) / total
+    return jnp.stack([cy, cx], axis=-1)
+
+
+@jax.jit
+def centre_probe(params: Reconstruction, scale):
+    """Move each energy's probe so its intensity centroid sits on the frame centre, and its drift
+    by the same amount (``scale`` (E,): native over common pixel size): the model is unchanged
+    while the beam position becomes the scan position, which makes drift identifiable.
+    """
+    probe = params.probe()
+    shift = probe_centre(probe)  # native pixels
+    n = probe.shape[-1]
+    f = jnp.fft.fftfreq(n)
+    ramp = jnp.exp(2j * jnp.pi * (f[None, :, None] * shift[:, 0, None, None] + f[None, None, :] * shift[:, 1, None, None]))
+    moved = jnp.fft.ifft2(jnp.fft.fft2(probe) * ramp[:, None])
+    positions = params.positions
+    positions = ScanPositions(positions.nominal, positions.drift + shift * scale[:, None], positions.jitter)
+    return eqx.tree_at(lambda p: (p.probe, p.positions), params, (Probe.from_complex(moved.astype(probe.dtype)), positions))
