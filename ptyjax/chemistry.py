@@ -72,7 +72,6 @@ _PIXEL_PRIORITY = ("edge_energy", "jump", "pre_offset", "white_line", "pre_slope
 _WHITE_LINE_START = {"white_line": 0.3, "white_line_offset": 3.0, "white_line_width": 4.0}
 # Candidate absorbers for edge detection: the elements of ptyjax.data.DEFAULT_EDGES (3d metals, K edges).
 _CANDIDATES = tuple(name.partition("_")[0] for name in data.DEFAULT_EDGES)
-_FOUR_LN2 = 4.0 * np.log(2.0)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -83,11 +82,10 @@ def xanes_model(params, e):
     """Model OD at energies ``e`` (eV relative to the tabulated edge) for ``params`` (9,) (see
     :data:`PARAMETERS`; E0 also relative). JAX-traceable."""
     a, b, jump, e0, width, h, offset, fwhm, c = (params[i] for i in range(len(PARAMETERS)))
-    x = e - e0
-    # Same shapes as physics.arctan_step / physics.gaussian_peak (NumPy-only there, so not traceable).
-    step = 0.5 + jnp.arctan(2.0 * x / width) / jnp.pi
-    peak = jnp.exp(-_FOUR_LN2 * ((x - offset) / fwhm) ** 2)
-    return a + b * e + jump * (step * (1.0 + c * x) + h * peak)
+    e = jnp.asarray(e)  # JAX in, so the physics line shapes return (traceable) JAX arrays
+    step = physics.arctan_step(e, e0, width)
+    peak = physics.gaussian_peak(e, e0 + offset, fwhm)
+    return a + b * e + jump * (step * (1.0 + c * (e - e0)) + h * peak)
 
 
 @partial(jax.jit, static_argnames=("free", "n_iter"))
