@@ -113,10 +113,13 @@ def _mn_ni_energies(mn, ni):
 
 
 PRESETS = {
-    # Tests: 32x32 frames, 36 positions, one pre-edge, two edge, one post-edge energy per edge; dx 40-52 nm.
+    # Tests: 32x32 frames, 36 positions, per edge two pre-edge, three edge and one post-edge energy
+    # (the fewest with which an edge can be fitted); dx 40-52 nm.
     "tiny": SimulationConfig(
         name="tiny",
-        energies_ev=_mn_ni_energies((6535.0, 6550.0, 6553.0, 6575.0), (8330.0, 8343.5, 8345.5, 8370.0)),
+        energies_ev=_mn_ni_energies(
+            (6520.0, 6535.0, 6549.0, 6551.0, 6553.0, 6575.0), (8320.0, 8330.0, 8343.0, 8344.5, 8346.0, 8370.0)
+        ),
         frame_size=32,
         n_positions=36,
         particle_diameter_m=1.5e-6,

@@ -38,7 +38,7 @@ def tiny_noiseless(tmp_path_factory):
 def test_tiny_writes_one_cxi_per_energy_and_truth(tiny, capsys):
     files = sorted(tiny.glob("*.cxi"))
     truth = load_truth(tiny / "truth.h5")
-    assert len(files) == len(TINY.energies_ev) == truth["energy"].size == 8
+    assert len(files) == len(TINY.energies_ev) == truth["energy"].size == 12
     energies = []
     for path in files:
         with h5py.File(path, "r") as f:
@@ -51,8 +51,8 @@ def test_tiny_writes_one_cxi_per_energy_and_truth(tiny, capsys):
     with h5py.File(tiny / "truth.h5", "r") as f:
         assert all("units" in f[name].attrs for name in f)
     n_y, n_x = truth["phase_label"].shape
-    assert truth["object"].shape == truth["optical_density"].shape == (8, n_y, n_x)
-    assert truth["probe"].shape == (8, 1, 32, 32) and truth["positions"].shape == (8, TINY.n_positions, 2)
+    assert truth["object"].shape == truth["optical_density"].shape == (12, n_y, n_x)
+    assert truth["probe"].shape == (12, 1, 32, 32) and truth["positions"].shape == (12, TINY.n_positions, 2)
 
 
 def test_total_counts_match_fluence(tiny, tiny_noiseless):
@@ -91,7 +91,7 @@ def test_native_pixel_sizes_follow_geometry(tiny):
     expected = real_space_pixel_size(truth["energy"], distance, TINY.detector_pixel_m, TINY.frame_size)
     np.testing.assert_allclose(truth["native_pixel_size"], expected, rtol=1e-12)
     ratio = truth["native_pixel_size"][0] / truth["native_pixel_size"][-1]
-    assert ratio == pytest.approx(8370.0 / 6535.0, rel=1e-9) and 1.2 < ratio < 1.35  # ~27 % between edges
+    assert ratio == pytest.approx(8370.0 / 6520.0, rel=1e-9) and 1.2 < ratio < 1.35  # ~27 % between edges
     assert truth["pixel_size"] == pytest.approx(truth["native_pixel_size"].min())
     assert 40e-9 <= truth["native_pixel_size"].min() and truth["native_pixel_size"].max() <= 52e-9
 
