@@ -452,8 +452,9 @@ def areal_density(element, edge_jump, edge_jump_std=None, edge="K"):
     """Atoms per m^2 of ``element`` from its OD edge jump: ``n = J / sigma_jump`` (physics
     :func:`~ptyjax.physics.edge_jump_cross_section`, m^2/atom). Returns (n, std)."""
     sigma = physics.edge_jump_cross_section(element, edge)
-    std = None if edge_jump_std is None else np.asarray(edge_jump_std) / sigma
-    return np.asarray(edge_jump) / sigma, std
+    # float64: areal densities are ~1e21 per m^2, whose squares overflow float32.
+    std = None if edge_jump_std is None else np.asarray(edge_jump_std, np.float64) / sigma
+    return np.asarray(edge_jump, np.float64) / sigma, std
 
 
 def atomic_ratio(n_a, n_a_std, n_b, n_b_std):

@@ -505,19 +505,54 @@ def reconstruct(dataset, config: FitConfig | None = None, checkpoint=None, resum
     return run_fit(problem, config, params=params, checkpoint=checkpoint, resume=resume, progress=progress, defocus_m=defocus)
 
 
+def scanned_region(result: FitResult, threshold: float = 0.1):
+    """(E, Ny, Nx) bool: pixels lit by at least ``threshold`` of each energy's peak illumination."""
+    problem = result.problem
+    indices = jnp.asarray(np.tile(np.arange(problem.point_valid.shape[1]), (problem.n_energies, 1)))
+    illum = np.asarray(illumination(result.params, problem.geometry, indices, problem.grid.shape))
+    return illum > threshold * illum.max(axis=(-2, -1), keepdims=True)
+
+
+def fix_global_ambiguities(result: FitResult, band_px: int | None = None):
+    """Object and probe with each energy's global complex scale fixed, and the unscanned area filled.
+
+    Each reconstruction is free up to a complex constant shared by object and probe. ptyjax fixes
+    it so that the outer band of the scanned area (``band_px`` wide, default a quarter frame; empty
+    surroundings of the particle in a sensible scan) has transmission 1: phase 0 and OD 0 there, at
+    every energy. Pixels never lit are set to 1. Returns (object, probe, scanned).
+    """
+    from scipy import ndimage
+
+    obj, probe = result.object().copy(), result.probe().copy()
+    scanned = scanned_region(result)
+    band_px = band_px or max(2, result.problem.geometry.frame_size // 4)
+    for e in range(obj.shape[0]):
+        band = scanned[e] & ~ndimage.binary_erosion(scanned[e], iterations=band_px)
+        if band.sum() < 10:
+            continue
+        values = obj[e][band]
+        reference = np.median(values.real) + 1j * np.median(values.imag)
+        obj[e] = np.where(scanned[e], obj[e] / reference, 1.0)
+        probe[e] = probe[e] * reference
+    return obj, probe, scanned
+
+
 def save_reconstruction(path, result: FitResult, extra_config: dict | None = None):
-    """Write the ``/reconstruction`` group of the results file ``path``."""
+    """Write the ``/reconstruction`` group of the results file ``path`` (ambiguities fixed by
+    :func:`fix_global_ambiguities`)."""
     from . import results
 
     problem = result.problem
+    obj, probe, scanned = fix_global_ambiguities(result)
     positions = result.positions_m()
     positions = np.where(problem.point_valid[..., None], positions, np.nan)
     datasets = {
         "energy": (problem.energies_ev, "eV"),
-        "object": (result.object().astype(np.complex64), "1"),
+        "object": (obj.astype(np.complex64), "1"),
+        "scanned": (scanned, ""),
         "pixel_size": (problem.grid.pixel_size, "m"),
         "origin": (np.asarray(problem.grid.origin), "m"),
-        "probe": (result.probe().astype(np.complex64), "sqrt(photons)"),
+        "probe": (probe.astype(np.complex64), "sqrt(photons)"),
         "probe_pixel_size": (problem.native_pixel_size, "m"),
         "positions": (positions, "m"),
         "nominal_positions": (np.where(problem.point_valid[..., None], problem.nominal_m, np.nan), "m"),

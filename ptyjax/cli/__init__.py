@@ -16,7 +16,7 @@ from .. import __version__
 from ..errors import PtyjaxError
 
 # Sub-command modules, in the order ``ptyjax --help`` lists them.
-COMMANDS = ["simulate", "inspect", "reconstruct", "analyze", "models", "cluster", "report"]
+COMMANDS = ["demo", "run", "simulate", "inspect", "reconstruct", "analyze", "cluster", "report", "models", "config"]
 
 
 def build_parser() -> argparse.ArgumentParser:

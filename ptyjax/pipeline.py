@@ -1,0 +1,139 @@
+"""The whole pipeline in one call: reconstruct -> analyze -> cluster -> report, from one configuration.
+
+The configuration is a TOML file with one table per stage; ``ptyjax config --defaults`` prints
+every option with its default and meaning. Unknown keys are errors (a typo must not be ignored).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+from pathlib import Path
+
+from . import recipes
+from .errors import PtyjaxError
+from .fit import FitConfig
+
+# Defaults of the stages after reconstruction, with a one-line meaning each (printed by `config`).
+STAGE_DEFAULTS = {
+    "analyze": {
+        "edges": ("", "comma-separated absorbing elements, e.g. 'Mn,Ni' (empty: detected from the energies)"),
+        "e0_method": ("fit", "edge energy definition: fit | derivative | half-jump"),
+        "smooth_px": (0.0, "Gaussian smoothing of spectra before fitting, in pixels (0: none)"),
+    },
+    "cluster": {
+        "features": ("", "comma-separated /chemistry map names (empty: the thickness-independent ones)"),
+        "n_groups": (0, "fixed number of groups (0: chosen by BIC)"),
+        "max_groups": (6, "largest number of groups tried by BIC"),
+        "seed": (0, "random seed: same seed, same labels"),
+    },
+    "report": {
+        "enabled": (True, "write figures, TIFFs and index.html next to the results file"),
+    },
+}
+
+_RECONSTRUCT_HELP = {
+    "model": "model recipe (see `ptyjax models`)",
+    "epochs": "passes over all scan points",
+    "batch_size": "scan points per energy in one step",
+    "n_modes": "incoherent probe modes",
+    "loss": "noise model: amplitude | poisson",
+    "priors": "priors and their options (set by the model recipe)",
+    "object_step": "object step, in units of the preconditioned full step",
+    "probe_step": "probe step, in units of the preconditioned full step",
+    "momentum": "momentum of object and probe steps",
+    "probe_start_epoch": "epoch at which probe updates start",
+    "refine_positions": "refine per-energy drift and per-point jitter",
+    "position_step": "fraction of the Gauss-Newton step for positions",
+    "position_max_move": "largest position move per step, common-grid pixels",
+    "position_start_epoch": "epoch at which position refinement starts",
+    "illumination_floor": "preconditioner floor, fraction of the maximum illumination",
+    "defocus_m": "starting probe defocus in m (unset: estimated from the data)",
+    "defocus_trial_epochs": "epochs of each defocus trial",
+    "seed": "seed of the minibatch order",
+    "checkpoint_every": "epochs between checkpoints",
+}
+
+
+def load_config(path=None) -> dict:
+    """The pipeline configuration: defaults updated by the TOML file ``path`` (if given)."""
+    config = {"reconstruct": {"model": recipes.DEFAULT_MODEL}}
+    config.update({stage: {k: v for k, (v, _) in options.items()} for stage, options in STAGE_DEFAULTS.items()})
+    if path is None:
+        return config
+    path = Path(path)
+    try:
+        with open(path, "rb") as f:
+            user = tomllib.load(f)
+    except FileNotFoundError:
+        raise PtyjaxError(f"{path}: configuration file does not exist") from None
+    except tomllib.TOMLDecodeError as error:
+        raise PtyjaxError(f"{path}: not valid TOML ({error})") from None
+    for stage, values in user.items():
+        if stage not in config:
+            raise PtyjaxError(f"{path}: unknown section [{stage}]; sections: {sorted(config)}")
+        allowed = set(config[stage]) | ({f.name for f in dataclasses.fields(FitConfig)} if stage == "reconstruct" else set())
+        unknown = set(values) - allowed
+        if unknown:
+            raise PtyjaxError(f"{path}: unknown option(s) {sorted(unknown)} in [{stage}]")
+        config[stage].update(values)
+    return config
+
+
+def defaults_toml() -> str:
+    """Every option with its default, as a commented TOML document."""
+    lines = ["# ptyjax pipeline configuration: every option with its default.", "", "[reconstruct]"]
+    lines.append(f"# {_RECONSTRUCT_HELP['model']}")
+    lines.append(f'model = "{recipes.DEFAULT_MODEL}"')
+    for f in dataclasses.fields(FitConfig):
+        value = getattr(FitConfig(), f.name)
+        if f.name == "priors":
+            lines.append(f"# priors = {value!r}  ({_RECONSTRUCT_HELP['priors']})")
+            continue
+        lines.append(f"# {_RECONSTRUCT_HELP.get(f.name, '')}")
+        lines.append(f"# {f.name} = (estimated)" if value is None else f"{f.name} = {_toml(value)}")
+    for stage, options in STAGE_DEFAULTS.items():
+        lines += ["", f"[{stage}]"]
+        for key, (value, meaning) in options.items():
+            lines += [f"# {meaning}", f"{key} = {_toml(value)}"]
+    return "\n".join(lines) + "\n"
+
+
+def _toml(value) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return f'"{value}"'
+    return repr(value)
+
+
+def run_pipeline(paths, results_path, config: dict | None = None, truth_path=None, progress: bool = True,
+                 resume: bool = False) -> dict:
+    """Reconstruct ``paths`` (CXI files/folders), analyze, cluster and report into ``results_path``.
+
+    Returns a summary dict (final loss, groups found, report page).
+    """
+    from .chemistry import analyze
+    from .cluster import cluster
+    from .data import Dataset
+    from .fit import reconstruct, save_reconstruction
+    from .report import write_report
+
+    config = config or load_config()
+    rec = dict(config["reconstruct"])
+    model = rec.pop("model", recipes.DEFAULT_MODEL)
+    fit_config = recipes.fit_config(model, **rec)
+    dataset = Dataset.open(paths)
+    results_path = Path(results_path)
+    result = reconstruct(dataset, fit_config, checkpoint=str(results_path) + ".ckpt", resume=resume, progress=progress)
+    save_reconstruction(results_path, result, extra_config={"model": model, "inputs": [str(f) for f in dataset.files]})
+    a = config["analyze"]
+    analyze(results_path, edges=a["edges"] or None, e0_method=a["e0_method"], smooth_px=a["smooth_px"])
+    c = config["cluster"]
+    features = [f for f in c["features"].split(",") if f] or None
+    clusters = cluster(results_path, features, c["n_groups"] or None, (1, c["max_groups"]), c["seed"])
+    summary = {"results": str(results_path), "final_loss": result.loss_history[-1], "n_groups": clusters.n_groups}
+    if config["report"]["enabled"]:
+        page = write_report(results_path, results_path.with_suffix("").as_posix() + "_report", truth_path=truth_path)
+        summary["report"] = str(page)
+    return summary
