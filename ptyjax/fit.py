@@ -406,10 +406,11 @@ def run_fit(problem: Problem, config: FitConfig, params: Reconstruction | None =
     frames = problem.frames
     pixel_weight = problem.pixel_weight
     point_valid = jnp.asarray(problem.point_valid)
-    bar = tqdm(range(start_epoch, config.epochs), disable=not progress, desc="reconstruct", unit="epoch")
+    bar = tqdm(total=config.epochs, initial=start_epoch, disable=not progress, desc="reconstruct", unit="epoch")
     good = (params, opt_state)
+    epoch = start_epoch
     with _Stopper() as stopper:
-        for epoch in bar:
+        while epoch < config.epochs:
             t0 = time.perf_counter()
             indices, weights = epoch_batches(problem.point_valid, config.batch_size, config.seed, epoch)
             total = 0.0
@@ -430,18 +431,22 @@ def run_fit(problem: Problem, config: FitConfig, params: Reconstruction | None =
             params = centre_probe(params, problem.geometry.scale)
             value = float(total) / indices.shape[0]
             if not np.isfinite(value):
+                # Roll back to the last good state and retry the same epoch with half the step.
                 params, opt_state = good
                 step_scale *= 0.5
                 if step_scale < 1e-3:
-                    raise PtyjaxError("the loss stays non-finite even with 1/1000 of the step size; check the data")
+                    raise PtyjaxError("the loss stays non-finite even with 1/1000 of the step size; check the data and steps")
                 bar.write(f"epoch {epoch}: non-finite loss, rolled back and halved the step (scale {step_scale:g})")
                 continue
             good = (params, opt_state)
             history.append(value)
             times.append(time.perf_counter() - t0)
+            epoch += 1
+            bar.update(1)
             bar.set_postfix(loss=f"{value:.4g}", epoch_s=f"{times[-1]:.2f}")
-            if checkpoint is not None and config.checkpoint_every and (epoch + 1) % config.checkpoint_every == 0:
-                _save_checkpoint(checkpoint, dict(epoch=epoch + 1, history=history, times=times, step_scale=step_scale), (params, opt_state))
+            if checkpoint is not None and config.checkpoint_every and epoch % config.checkpoint_every == 0:
+                _save_checkpoint(checkpoint, dict(epoch=epoch, history=history, times=times, step_scale=step_scale), (params, opt_state))
+    bar.close()
     if checkpoint is not None:
         _save_checkpoint(checkpoint, dict(epoch=config.epochs, history=history, times=times, step_scale=step_scale), (params, opt_state))
     return FitResult(params, problem, config, history, times, defocus_m=None if defocus_m is None else np.asarray(defocus_m))

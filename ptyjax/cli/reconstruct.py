@@ -22,13 +22,14 @@ def add_parser(subparsers):
     p.add_argument("--no-positions", action="store_true", help="do not refine scan positions")
     p.add_argument("--seed", type=int, help="random seed of the minibatch order")
     p.add_argument("--checkpoint", help="checkpoint file (default: OUTPUT.ckpt)")
+    p.add_argument("--checkpoint-every", type=int, dest="checkpoint_every", help="epochs between checkpoints (default 5)")
     p.add_argument("--resume", action="store_true", help="continue from the checkpoint")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
-    overrides = {k: getattr(args, k) for k in ("epochs", "batch_size", "n_modes", "loss", "defocus_m", "seed")}
+    overrides = {k: getattr(args, k) for k in ("epochs", "batch_size", "n_modes", "loss", "defocus_m", "seed", "checkpoint_every")}
     if args.no_positions:
         overrides["refine_positions"] = False
     config = recipes.fit_config(args.model, **overrides)

@@ -1,0 +1,125 @@
+"""Reconstruction engine end to end on the tiny simulated preset (CPU-sized)."""
+
+import dataclasses
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from ptyjax import fit, metrics, recipes, results
+from ptyjax.cli import main
+from ptyjax.data import Dataset
+from ptyjax.simulate import PRESETS, simulate
+
+EPOCHS = 25
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    out = tmp_path_factory.mktemp("tiny")
+    truth = simulate(PRESETS["tiny"], out)
+    return out, truth
+
+
+@pytest.fixture(scope="module")
+def reconstructed(tiny, tmp_path_factory):
+    data, truth = tiny
+    path = tmp_path_factory.mktemp("rec") / "results.h5"
+    t0 = time.perf_counter()
+    code = main(["reconstruct", str(data), "-o", str(path), "--epochs", str(EPOCHS), "--quiet"])
+    assert code == 0
+    return path, truth, time.perf_counter() - t0
+
+
+def test_tiny_converges_to_the_truth(reconstructed):
+    path, truth, seconds = reconstructed
+    m = metrics.compare_to_truth(path, truth)
+    # Measured 0.03-0.05 per energy at 25 epochs (3e6 photons per frame, positions with drift and
+    # jitter); 0.08 leaves room for platform differences, while a failed fit (NRMSE ~0.3-1) fails.
+    assert np.median(m["nrmse"]) < 0.06 and np.max(m["nrmse"]) < 0.08, m["nrmse"]
+    # Phase FRC resolution of a few pixels (50 % threshold).
+    assert np.median(m["frc_resolution_m"]) < 4 * m["pixel_size_m"]
+    assert m["position_rms_refined_m"] <= m["position_rms_nominal_m"]
+    assert seconds < 120
+
+
+def test_results_group_layout(reconstructed, tiny):
+    path, _, _ = reconstructed
+    rec = results.read_group(path, "reconstruction")
+    n_e = len(PRESETS["tiny"].energies_ev)
+    assert rec["object"].shape[0] == n_e and rec["object"].dtype == np.complex64
+    assert rec["probe"].shape[:2] == (n_e, 1)
+    assert rec["positions"].shape == (n_e, PRESETS["tiny"].n_positions, 2)
+    assert rec["origin"].shape == (2,) and rec["pixel_size"] > 0
+    assert results.units_of(path, "reconstruction/positions") == "m"
+    assert len(rec["loss"]) == EPOCHS and np.all(np.isfinite(rec["loss"]))
+    # The scanned background is referenced to transmission 1 at every energy.
+    for o, s in zip(rec["object"], rec["scanned"]):
+        assert abs(np.median(np.abs(o[s])) - 1) < 0.05
+    assert results.read_config(path)["reconstruction"]["model"] == "joint-smooth"
+
+
+def test_pixel_size_follows_energy(tiny):
+    data, _ = tiny
+    problem = fit.prepare(Dataset.open(data))
+    scale = np.asarray(problem.geometry.scale)
+    # Common grid at the finest (highest-energy) pixel; Mn-edge frames are ~27 % coarser.
+    assert scale.min() == pytest.approx(1.0) and 1.2 < scale.max() < 1.35
+
+
+def test_defocus_estimate_has_the_right_sign_and_size(tiny):
+    data, truth = tiny
+    dataset = Dataset.open(data)
+    problem = fit.prepare(dataset)
+    defocus = fit.choose_defocus(problem, fit.FitConfig(), dataset.edges)
+    import h5py
+
+    with h5py.File(truth) as f:
+        true_defocus = f["defocus"][()]
+    assert np.all(np.sign(defocus) == np.sign(true_defocus))
+    assert np.all(np.abs(defocus / true_defocus - 1) < 0.5)
+
+
+def test_nan_rolls_back_and_halves_the_step(tiny):
+    data, _ = tiny
+    problem = fit.prepare(Dataset.open(data)).subset([0], max_points=16)
+    config = fit.FitConfig(epochs=3, batch_size=8, object_step=1e6, priors={}, defocus_m=0.0)
+    with pytest.raises(Exception) as info:
+        fit.run_fit(problem, config, progress=False)
+    # A step a million times too large: every epoch diverges, the step is halved each time until it
+    # gives up with a clear error, instead of returning NaNs.
+    assert "non-finite" in str(info.value) or "NaN" in str(info.value)
+
+
+def test_killed_run_resumes_to_the_same_result(tiny, tmp_path):
+    data, _ = tiny
+    config = ["--epochs", "6", "--batch", "12", "--defocus", "2.7e-4", "--quiet"]
+    full = tmp_path / "full.h5"
+    assert main(["reconstruct", str(data), "-o", str(full), "--checkpoint", str(tmp_path / "full.ckpt")] + config) == 0
+    killed = tmp_path / "killed.h5"
+    ckpt = tmp_path / "killed.ckpt"
+    # Checkpoint every epoch; SIGKILL the process after the first checkpoint appears.
+    proc = subprocess.Popen([sys.executable, "-m", "ptyjax", "reconstruct", str(data), "-o", str(killed), "--checkpoint", str(ckpt), "--checkpoint-every", "1"] + config)
+    deadline = time.time() + 120
+    while not ckpt.exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert ckpt.exists() and not killed.exists()
+    assert main(["reconstruct", str(data), "-o", str(killed), "--checkpoint", str(ckpt), "--resume"] + config) == 0
+    a = results.read_group(full, "reconstruction")["object"]
+    b = results.read_group(killed, "reconstruction")["object"]
+    assert np.linalg.norm(a - b) / np.linalg.norm(a) < 1e-4
+
+
+def test_recipes_and_python_api(tiny):
+    data, truth = tiny
+    assert {"independent", "joint-smooth"} <= set(recipes.available())
+    config = recipes.fit_config("independent", epochs=2, batch_size=12, defocus_m=2.7e-4)
+    assert config.priors == {}
+    result = fit.reconstruct(data, config, progress=False)
+    assert len(result.loss_history) == 2 and result.object().shape[0] == len(PRESETS["tiny"].energies_ev)
