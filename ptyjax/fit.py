@@ -30,7 +30,7 @@ from tqdm.auto import tqdm
 from . import initialise, losses, priors
 from .errors import PtyjaxError
 from .geometry import ObjectGrid
-from .model import centre_probe, FrameGeometry, LogObjectStack, Probe, Reconstruction, ScanPositions, extract_patches, illumination, predict_intensity
+from .model import OBJECT_MODELS, centre_probe, FrameGeometry, Probe, Reconstruction, ScanPositions, extract_patches, illumination, predict_intensity
 from .physics import wavelength
 from .preconditioning import damped, scale_by_curvature
 
@@ -67,6 +67,8 @@ class FitConfig:
     defocus_trial_epochs: int = 3
     seed: int = 0
     checkpoint_every: int = 5
+    object_model: str = "log"
+    object_options: dict = field(default_factory=dict)
 
     def to_dict(self):
         return dataclasses.asdict(self)
@@ -85,7 +87,7 @@ class Problem:
     """A dataset laid out for the engine: padded frame arrays on the device and the geometry."""
 
     energies_ev: np.ndarray
-    frames: jax.Array  # (E, P, N, N) float32 photons
+    frames: jax.Array  # (E, P, N, N) float32 photons, or a source with .batch(indices) -> (E, B, N, N)
     pixel_weight: jax.Array  # (E, 1, N, N): 0 for bad pixels
     point_valid: np.ndarray  # (E, P) bool: False for padding
     nominal_m: np.ndarray  # (E, P, 2) nominal probe positions (y, x), m
@@ -98,6 +100,12 @@ class Problem:
     @property
     def n_energies(self):
         return len(self.energies_ev)
+
+    def batch_frames(self, indices):
+        """Frames (E, B, N, N) of the points ``indices`` (E, B)."""
+        if hasattr(self.frames, "batch"):
+            return self.frames.batch(indices)
+        return gather_frames(self.frames, jnp.asarray(indices))
 
     @property
     def nominal_px(self):
@@ -179,8 +187,11 @@ def initial_probe(problem: Problem, n_modes: int, defocus_m) -> np.ndarray:
 def initial_params(problem: Problem, config: FitConfig, probe=None, defocus_m=0.0) -> Reconstruction:
     if probe is None:
         probe = initial_probe(problem, config.n_modes, defocus_m)
+    if config.object_model not in OBJECT_MODELS:
+        raise PtyjaxError(f"unknown object model {config.object_model!r}; registered: {sorted(OBJECT_MODELS)}")
+    create = OBJECT_MODELS[config.object_model]
     return Reconstruction(
-        object=LogObjectStack.ones(problem.n_energies, problem.grid.shape),
+        object=create(problem.n_energies, problem.grid.shape, problem.energies_ev, **config.object_options),
         probe=Probe.from_complex(probe),
         positions=ScanPositions.at_nominal(problem.nominal_px),
     )
@@ -286,15 +297,20 @@ class Engine(eqx.Module):
         h_jitter = jnp.full(params.positions.jitter.shape, floor).at[jnp.arange(indices.shape[0])[:, None], indices].add(h_point)
         h_drift = jnp.sum(h_point, axis=1) + floor
         return Reconstruction(
-            object=jax.tree.map(lambda x: jnp.broadcast_to(h_object, x.shape), params.object),
+            object=params.object.curvature(h_object),
             probe=jax.tree.map(lambda x: jnp.broadcast_to(h_probe, x.shape), params.probe),
             positions=ScanPositions(jnp.ones_like(params.positions.nominal), h_drift, h_jitter),
         )
 
 
+@jax.jit
+def gather_frames(frames_all, indices):
+    """Frames (E, B, N, N) of the points ``indices`` (E, B) from an in-memory (E, P, N, N) array."""
+    return jnp.take_along_axis(frames_all, indices[..., None, None], axis=1)
+
+
 @eqx.filter_jit
-def _step(engine: Engine, optimizer, params, opt_state, frames_all, pixel_weight, point_valid, indices, point_weight, step_scale):
-    frames = jnp.take_along_axis(frames_all, indices[..., None, None], axis=1)
+def _step(engine: Engine, optimizer, params, opt_state, frames, pixel_weight, point_valid, indices, point_weight, step_scale):
     weight = pixel_weight * point_weight[..., None, None]
     (value, (data, prior)), grads = eqx.filter_value_and_grad(engine.objective, has_aux=True)(params, frames, weight, indices)
     curvature = engine.curvature(jax.lax.stop_gradient(params), frames, weight, indices)
@@ -403,7 +419,6 @@ def run_fit(problem: Problem, config: FitConfig, params: Reconstruction | None =
     if resume and checkpoint is not None and checkpoint.exists():
         state, (params, opt_state) = _load_checkpoint(checkpoint, (params, opt_state))
         history, times, start_epoch, step_scale = state["history"], state["times"], state["epoch"], state["step_scale"]
-    frames = problem.frames
     pixel_weight = problem.pixel_weight
     point_valid = jnp.asarray(problem.point_valid)
     bar = tqdm(total=config.epochs, initial=start_epoch, disable=not progress, desc="reconstruct", unit="epoch")
@@ -416,7 +431,7 @@ def run_fit(problem: Problem, config: FitConfig, params: Reconstruction | None =
             total = 0.0
             for b in range(indices.shape[0]):
                 params, opt_state, data, prior = _step(
-                    engine, optimizer, params, opt_state, frames, pixel_weight, point_valid,
+                    engine, optimizer, params, opt_state, problem.batch_frames(indices[b]), pixel_weight, point_valid,
                     jnp.asarray(indices[b]), jnp.asarray(weights[b]), jnp.float32(step_scale),
                 )
                 total += data + prior

@@ -38,6 +38,16 @@ class ObjectStack(eqx.Module):
         """``log O = ln|O| + i phase`` (E, Ny, Nx), with the phase continuous (not wrapped)."""
         return jnp.log(self())
 
+    def curvature(self, h):
+        """Diagonal curvature of the objective w.r.t. this module's leaves, given its curvature ``h``
+        (E, Ny, Nx) w.r.t. the real and imaginary parts of the log-object (the preconditioner).
+
+        The default is safe but slow (the largest value everywhere); parametrisations override it
+        with the Gauss-Newton diagonal of their map to the log-object.
+        """
+        peak = jnp.max(h)
+        return jax.tree.map(lambda x: jnp.full(x.shape, peak, x.dtype), self)
+
 
 class LogObjectStack(ObjectStack):
     """Object stored as log-amplitude and (unwrapped) phase per energy: ``O = exp(a + i phi)``.
@@ -58,7 +68,30 @@ class LogObjectStack(ObjectStack):
         return jnp.exp(jax.lax.complex(self.log_amplitude, self.phase))
 
     def log_object(self):
-        return self.log_amplitude + 1j * self.phase
+        return jax.lax.complex(self.log_amplitude, self.phase)
+
+    def curvature(self, h):
+        return LogObjectStack(h, h)
+
+
+# Object parametrisations by name: ``create(n_energies, shape, energies_ev, **options) -> ObjectStack``
+# starting at transmission one. Register new ones with :func:`register_object_model`.
+OBJECT_MODELS: dict = {}
+
+
+def register_object_model(name: str):
+    """Decorator registering an object-parametrisation constructor under ``name``."""
+
+    def wrap(create):
+        OBJECT_MODELS[name] = create
+        return create
+
+    return wrap
+
+
+@register_object_model("log")
+def _log_object_stack(n_energies, shape, energies_ev=None):
+    return LogObjectStack.ones(n_energies, shape)
 
 
 class Probe(eqx.Module):

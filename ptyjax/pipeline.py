@@ -52,6 +52,8 @@ _RECONSTRUCT_HELP = {
     "defocus_trial_epochs": "epochs of each defocus trial",
     "seed": "seed of the minibatch order",
     "checkpoint_every": "epochs between checkpoints",
+    "object_model": "object parametrisation (registered in ptyjax.model.OBJECT_MODELS)",
+    "object_options": "options of the object parametrisation (set by the model recipe)",
 }
 
 
@@ -87,8 +89,8 @@ def defaults_toml() -> str:
     lines.append(f'model = "{recipes.DEFAULT_MODEL}"')
     for f in dataclasses.fields(FitConfig):
         value = getattr(FitConfig(), f.name)
-        if f.name == "priors":
-            lines.append(f"# priors = {value!r}  ({_RECONSTRUCT_HELP['priors']})")
+        if isinstance(value, dict):
+            lines.append(f"# {f.name} = {value!r}  ({_RECONSTRUCT_HELP[f.name]})")
             continue
         lines.append(f"# {_RECONSTRUCT_HELP.get(f.name, '')}")
         lines.append(f"# {f.name} = (estimated)" if value is None else f"{f.name} = {_toml(value)}")
