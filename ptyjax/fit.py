@@ -30,7 +30,7 @@ from tqdm.auto import tqdm
 from . import initialise, losses, priors
 from .errors import PtyjaxError
 from .geometry import ObjectGrid
-from .model import OBJECT_MODELS, centre_probe, FrameGeometry, Probe, Reconstruction, ScanPositions, extract_patches, illumination, predict_intensity
+from .model import OBJECT_MODELS, centre_probe, FrameGeometry, LogObjectStack, Probe, Reconstruction, ScanPositions, extract_patches, illumination, predict_intensity
 from .physics import wavelength
 from .preconditioning import damped, scale_by_curvature
 
@@ -45,7 +45,8 @@ class FitConfig:
 
     Steps: ``object_step`` and ``probe_step`` are in units of the preconditioned (full-projection)
     step.
-    ``position_step`` is the fraction of the Gauss-Newton step taken for drift and jitter, each
+    ``register_every``: epochs between registrations of the energies to each other (moving each
+    energy's object translation into its drift; 0 = never). ``position_step`` is the fraction of the Gauss-Newton step taken for drift and jitter, each
     move capped at ``position_max_move`` common-grid pixels per step. ``priors`` maps a registered prior name to its options (``weight`` and the rest).
     """
 
@@ -67,6 +68,7 @@ class FitConfig:
     defocus_trial_epochs: int = 3
     seed: int = 0
     checkpoint_every: int = 5
+    register_every: int = 5
     object_model: str = "log"
     object_options: dict = field(default_factory=dict)
 
@@ -129,10 +131,12 @@ class Problem:
         )
 
 
-def prepare(dataset, pixel_size_m: float | None = None) -> Problem:
+def prepare(dataset, pixel_size_m: float | None = None, stream: bool = False) -> Problem:
     """Load a :class:`ptyjax.data.Dataset` into a :class:`Problem` on one common object grid.
 
-    The common pixel size defaults to the finest native pixel size (the highest energy).
+    The common pixel size defaults to the finest native pixel size (the highest energy). ``stream``:
+    leave the frames in the files and read them per minibatch (:mod:`ptyjax.streaming`), so memory
+    holds a few batches instead of the dataset.
     """
     n_y, n_x = dataset.frame_shape
     if n_y != n_x:
@@ -143,22 +147,29 @@ def prepare(dataset, pixel_size_m: float | None = None) -> Problem:
     p_max = int(n_points.max())
     nominal = np.zeros((len(dataset), p_max, 2))
     valid = np.zeros((len(dataset), p_max), bool)
-    frames = np.zeros((len(dataset), p_max, n_y, n_x), np.float32)
     bad = np.stack([np.asarray(s.bad_pixels, bool) for s in dataset.scans])
     for e in range(len(dataset)):
         k = n_points[e]
         nominal[e, :k] = dataset.positions_m(e)
         nominal[e, k:] = nominal[e, :1]
         valid[e, :k] = True
-        frames[e, :k] = dataset.load_all(e)
-    mean = frames.sum(axis=1) / n_points[:, None, None]
+    if stream:
+        from .streaming import StreamedFrames, mean_patterns
+
+        frames, mean = StreamedFrames(dataset.scans, p_max), mean_patterns(dataset)
+    else:
+        frames = np.zeros((len(dataset), p_max, n_y, n_x), np.float32)
+        for e in range(len(dataset)):
+            frames[e, : n_points[e]] = dataset.load_all(e)
+        mean = frames.sum(axis=1) / n_points[:, None, None]
+        frames = jnp.asarray(frames)
     scale = native / dx0
     geometry = FrameGeometry.create(scale, n_y)
     margin = geometry.window // 2 + GRID_MARGIN_PX
     grid = ObjectGrid.covering(nominal[valid], window_m=(n_y * native.max(),) * 2, pixel_size=dx0, margin_px=margin)
     return Problem(
         energies_ev=np.asarray(dataset.energies_ev, dtype=np.float64),
-        frames=jnp.asarray(frames),
+        frames=frames,
         pixel_weight=jnp.asarray(~bad, jnp.float32)[:, None],
         point_valid=valid,
         nominal_m=nominal,
@@ -363,6 +374,32 @@ class FitResult:
         return np.asarray(self.problem.grid.origin) + px * self.problem.grid.pixel_size
 
 
+def register_energies(params: Reconstruction, scanned, upsample: int = 20) -> Reconstruction:
+    """Align every energy's object with the energy-mean image and move the shift into its drift.
+
+    Each energy's object is free up to a translation that its drift undoes (probe and positions
+    move together with it), so without this the stack is not registered and the drift not
+    measured. Shifts come from phase correlation of the phase images inside the scanned region
+    (:func:`ptyjax.spectra.phase_correlation_shift`). Only for the log-object parametrisation,
+    whose leaves are images; others are returned unchanged.
+    """
+    from .spectra import fourier_shift, phase_correlation_shift
+
+    if not isinstance(params.object, LogObjectStack):
+        return params
+    phase = np.where(scanned, np.asarray(params.object.phase), 0.0)
+    reference = phase.mean(axis=0)
+    shifts = np.array([phase_correlation_shift(reference, p, upsample) for p in phase])
+    shifts -= shifts.mean(axis=0)  # a common translation of all energies is not an ambiguity to remove
+    log_amplitude = np.stack([fourier_shift(a, s) for a, s in zip(np.asarray(params.object.log_amplitude), shifts)])
+    phase_all = np.stack([fourier_shift(p, s) for p, s in zip(np.asarray(params.object.phase), shifts)])
+    positions = params.positions
+    # Shifting the object by +s moves its features to r + s; the beam must follow: drift + s.
+    positions = ScanPositions(positions.nominal, positions.drift + jnp.asarray(shifts, positions.drift.dtype), positions.jitter)
+    obj = LogObjectStack(jnp.asarray(log_amplitude, jnp.float32), jnp.asarray(phase_all, jnp.float32))
+    return eqx.tree_at(lambda p: (p.object, p.positions), params, (obj, positions))
+
+
 class _Stopper:
     """Turns SIGINT/SIGTERM into a flag checked between steps, so a checkpoint can be written."""
 
@@ -405,8 +442,12 @@ def _load_checkpoint(path: Path, template):
 
 
 def run_fit(problem: Problem, config: FitConfig, params: Reconstruction | None = None, checkpoint: str | Path | None = None,
-            resume: bool = False, progress: bool = True, defocus_m=None) -> FitResult:
-    """Fit ``problem``; returns a :class:`FitResult`. ``checkpoint``: file for checkpoints/resume."""
+            resume: bool = False, progress: bool = True, defocus_m=None, mesh=None) -> FitResult:
+    """Fit ``problem``; returns a :class:`FitResult`. ``checkpoint``: file for checkpoints/resume.
+
+    ``mesh``: a :func:`ptyjax.sharding.energy_mesh` to split every energy-indexed array over its
+    devices (default: one device).
+    """
     engine = Engine.create(problem, config)
     indices0, _ = epoch_batches(problem.point_valid, config.batch_size, config.seed, 0)
     steps_per_epoch = indices0.shape[0]
@@ -419,8 +460,19 @@ def run_fit(problem: Problem, config: FitConfig, params: Reconstruction | None =
     if resume and checkpoint is not None and checkpoint.exists():
         state, (params, opt_state) = _load_checkpoint(checkpoint, (params, opt_state))
         history, times, start_epoch, step_scale = state["history"], state["times"], state["epoch"], state["step_scale"]
+    place = jnp.asarray
+    if mesh is not None:
+        from functools import partial
+
+        from . import sharding
+
+        problem = sharding.shard_problem(problem, mesh)
+        params, opt_state = sharding.shard_energy_tree((params, opt_state), mesh, problem.n_energies)
+        place = partial(sharding.put_energy_sharded, mesh=mesh)
     pixel_weight = problem.pixel_weight
-    point_valid = jnp.asarray(problem.point_valid)
+    point_valid = place(problem.point_valid)
+    # A streamed frame source reads the next minibatch in the background during each step.
+    prefetch = getattr(problem.frames, "prefetch", None)
     bar = tqdm(total=config.epochs, initial=start_epoch, disable=not progress, desc="reconstruct", unit="epoch")
     good = (params, opt_state)
     epoch = start_epoch
@@ -430,9 +482,14 @@ def run_fit(problem: Problem, config: FitConfig, params: Reconstruction | None =
             indices, weights = epoch_batches(problem.point_valid, config.batch_size, config.seed, epoch)
             total = 0.0
             for b in range(indices.shape[0]):
+                frames = problem.batch_frames(indices[b])
+                if prefetch is not None and b + 1 < indices.shape[0]:
+                    prefetch(indices[b + 1])
+                elif prefetch is not None and epoch + 1 < config.epochs:
+                    prefetch(epoch_batches(problem.point_valid, config.batch_size, config.seed, epoch + 1)[0][0])
                 params, opt_state, data, prior = _step(
-                    engine, optimizer, params, opt_state, problem.batch_frames(indices[b]), pixel_weight, point_valid,
-                    jnp.asarray(indices[b]), jnp.asarray(weights[b]), jnp.float32(step_scale),
+                    engine, optimizer, params, opt_state, frames, pixel_weight, point_valid,
+                    place(indices[b]), place(weights[b]), jnp.float32(step_scale),
                 )
                 total += data + prior
                 if stopper.requested is not None:
@@ -444,6 +501,9 @@ def run_fit(problem: Problem, config: FitConfig, params: Reconstruction | None =
                     _save_checkpoint(checkpoint, dict(epoch=epoch, history=history, times=times, step_scale=step_scale), (params, opt_state))
                 raise KeyboardInterrupt(f"stopped by signal {stopper.requested} at epoch {epoch}")
             params = centre_probe(params, problem.geometry.scale)
+            if config.refine_positions and config.register_every and epoch + 1 >= config.position_start_epoch \
+                    and (epoch + 1 - config.position_start_epoch) % config.register_every == 0:
+                params = register_energies(params, _scanned(params, problem))
             value = float(total) / indices.shape[0]
             if not np.isfinite(value):
                 # Roll back to the last good state and retry the same epoch with half the step.
@@ -496,18 +556,26 @@ def choose_defocus(problem: Problem, config: FitConfig, edge_groups: dict, max_p
 
 
 def reconstruct(dataset, config: FitConfig | None = None, checkpoint=None, resume: bool = False, progress: bool = True,
-                probe=None) -> FitResult:
+                probe=None, stream: bool = False, devices: int | None = None) -> FitResult:
     """Reconstruct every energy of ``dataset`` (a :class:`ptyjax.data.Dataset`, or paths) jointly.
 
     The probe starts from the data (:func:`choose_defocus`) unless ``probe`` (E, M, N, N) or
-    ``config.defocus_m`` is given. Returns a :class:`FitResult` with the fitted parameters.
+    ``config.defocus_m`` is given. ``stream``: read frames from the files per minibatch instead of
+    loading them (:mod:`ptyjax.streaming`). ``devices``: split the energies over this many devices
+    (:mod:`ptyjax.sharding`; must divide the number of energies). Returns a :class:`FitResult`.
     """
     from .data import Dataset
 
     config = config or FitConfig()
     if not isinstance(dataset, Dataset):
         dataset = Dataset.open(dataset)
-    problem = prepare(dataset)
+    problem = prepare(dataset, stream=stream)
+    mesh = None
+    if devices is not None:
+        from .sharding import check_divisible, energy_mesh
+
+        mesh = energy_mesh(devices)
+        check_divisible(problem.n_energies, mesh)
     resuming = resume and checkpoint is not None and Path(checkpoint).exists()
     params, defocus = None, None
     if probe is not None:
@@ -522,15 +590,19 @@ def reconstruct(dataset, config: FitConfig | None = None, checkpoint=None, resum
         defocus = config.defocus_m
     else:
         defocus = choose_defocus(problem, config, dataset.edges)
-    return run_fit(problem, config, params=params, checkpoint=checkpoint, resume=resume, progress=progress, defocus_m=defocus)
+    return run_fit(problem, config, params=params, checkpoint=checkpoint, resume=resume, progress=progress, defocus_m=defocus,
+                   mesh=mesh)
+
+
+def _scanned(params: Reconstruction, problem: Problem, threshold: float = 0.1):
+    indices = jnp.asarray(np.tile(np.arange(problem.point_valid.shape[1]), (problem.n_energies, 1)))
+    illum = np.asarray(illumination(params, problem.geometry, indices, problem.grid.shape))
+    return illum > threshold * illum.max(axis=(-2, -1), keepdims=True)
 
 
 def scanned_region(result: FitResult, threshold: float = 0.1):
     """(E, Ny, Nx) bool: pixels lit by at least ``threshold`` of each energy's peak illumination."""
-    problem = result.problem
-    indices = jnp.asarray(np.tile(np.arange(problem.point_valid.shape[1]), (problem.n_energies, 1)))
-    illum = np.asarray(illumination(result.params, problem.geometry, indices, problem.grid.shape))
-    return illum > threshold * illum.max(axis=(-2, -1), keepdims=True)
+    return _scanned(result.params, result.problem, threshold)
 
 
 def fix_global_ambiguities(result: FitResult, band_px: int | None = None):
