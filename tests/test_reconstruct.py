@@ -38,12 +38,13 @@ def reconstructed(tiny, tmp_path_factory):
 def test_tiny_converges_to_the_truth(reconstructed):
     path, truth, seconds = reconstructed
     m = metrics.compare_to_truth(path, truth)
-    # Measured 0.03-0.05 per energy at 25 epochs (3e6 photons per frame, positions with drift and
-    # jitter); 0.08 leaves room for platform differences, while a failed fit (NRMSE ~0.3-1) fails.
-    assert np.median(m["nrmse"]) < 0.06 and np.max(m["nrmse"]) < 0.08, m["nrmse"]
-    # Phase FRC resolution of a few pixels (50 % threshold).
-    assert np.median(m["frc_resolution_m"]) < 4 * m["pixel_size_m"]
-    assert m["position_rms_refined_m"] <= m["position_rms_nominal_m"]
+    # Measured 0.017-0.045 per energy (median 0.03) at 25 epochs, 3e6 photons per frame, nominal
+    # positions off by drift and jitter (45 nm RMS); a failed or unregistered fit is at 0.1-1.
+    assert np.median(m["nrmse"]) < 0.04 and np.max(m["nrmse"]) < 0.06, m["nrmse"]
+    # Phase FRC (50 % threshold) near the pixel size: measured 1.2-1.6 px.
+    assert np.median(m["frc_resolution_m"]) < 2.5 * m["pixel_size_m"]
+    # Drift and jitter: measured 45 -> 23 nm RMS.
+    assert m["position_rms_refined_m"] < 0.7 * m["position_rms_nominal_m"]
     assert seconds < 120
 
 
