@@ -606,26 +606,42 @@ def scanned_region(result: FitResult, threshold: float = 0.1):
 
 
 def fix_global_ambiguities(result: FitResult, band_px: int | None = None):
-    """Object and probe with each energy's global complex scale fixed, and the unscanned area filled.
+    """Object and probe with each energy's global complex scale and phase ramp fixed.
 
-    Each reconstruction is free up to a complex constant shared by object and probe. ptyjax fixes
-    it so that the outer band of the scanned area (``band_px`` wide, default a quarter frame; empty
-    surroundings of the particle in a sensible scan) has transmission 1: phase 0 and OD 0 there, at
-    every energy. Pixels never lit are set to 1. Returns (object, probe, scanned).
+    Each energy's reconstruction is free up to a complex constant and a linear phase ramp shared
+    (oppositely) by object and probe: ``O e^{i q.r}``, ``P e^{-i q.r}`` give the same intensities.
+    ptyjax fixes both so that the outer band of the scanned area (``band_px`` wide, default a quarter
+    frame: the empty surroundings of the particle in a sensible scan) has transmission 1, phase 0
+    and no ramp, at every energy. Pixels never lit are set to 1. Returns (object, probe, scanned).
     """
     from scipy import ndimage
 
+    problem = result.problem
     obj, probe = result.object().copy(), result.probe().copy()
     scanned = scanned_region(result)
-    band_px = band_px or max(2, result.problem.geometry.frame_size // 4)
+    band_px = band_px or max(2, problem.geometry.frame_size // 4)
+    yy, xx = np.indices(obj.shape[-2:], dtype=np.float64)
+    n = probe.shape[-1]
+    local = np.arange(n) - n // 2
     for e in range(obj.shape[0]):
         band = scanned[e] & ~ndimage.binary_erosion(scanned[e], iterations=band_px)
         if band.sum() < 10:
             continue
         values = obj[e][band]
         reference = np.median(values.real) + 1j * np.median(values.imag)
-        obj[e] = np.where(scanned[e], obj[e] / reference, 1.0)
-        probe[e] = probe[e] * reference
+        # Phase ramp (rad per common pixel) from a least-squares plane through the band's phase.
+        phase = np.angle(values / reference)
+        design = np.stack([np.ones(band.sum()), yy[band], xx[band]], axis=1)
+        (_, ramp_y, ramp_x), *_ = np.linalg.lstsq(design, phase, rcond=None)
+        ramp = np.exp(-1j * (ramp_y * yy + ramp_x * xx))
+        corrected = obj[e] * ramp
+        values = corrected[band]
+        reference = np.median(values.real) + 1j * np.median(values.imag)
+        obj[e] = np.where(scanned[e], corrected / reference, 1.0)
+        # The probe takes the opposite ramp on its native grid (its pixel = scale common pixels).
+        s = float(problem.geometry.scale[e])
+        probe_ramp = np.exp(1j * s * (ramp_y * local[:, None] + ramp_x * local[None, :]))
+        probe[e] = probe[e] * probe_ramp * reference
     return obj, probe, scanned
 
 
