@@ -498,7 +498,7 @@ def _parse_elements(edges):
 
 
 def analyze_stack(obj, energies_ev, pixel_size_m, edges=None, e0_method="fit", mask=None, smooth_px=0.0,
-                  calibration=None, background_margin_px=3):
+                  calibration=None, background_margin_px=3, field_of_view=None):
     """Spectra and chemical maps of a complex object stack ``obj`` (E, Ny, Nx) at ``energies_ev`` (E,) eV
     with pixels of ``pixel_size_m`` m.
 
@@ -506,7 +506,9 @@ def analyze_stack(obj, energies_ev, pixel_size_m, edges=None, e0_method="fit", m
     ``mask``: (Ny, Nx) bool particle mask (default: :func:`ptyjax.spectra.particle_mask`); the
     background is its complement eroded by ``background_margin_px``; ``smooth_px``: Gaussian sigma
     (pixels) of an optional spatial smoothing of the OD maps before fitting; ``calibration``:
-    ``{element: {valence: E0}}`` (default ``physics.REFERENCE_EDGE_ENERGIES``).
+    ``{element: {valence: E0}}`` (default ``physics.REFERENCE_EDGE_ENERGIES``); ``field_of_view``:
+    (Ny, Nx) bool, the pixels measured at every energy (default all): background and particle are
+    taken inside it only, so unmeasured filler pixels never bias the reference or the noise estimate.
     Returns ``{"spectra": {name: (array, units)}, "chemistry": {...}, "attrs": {...}}`` with the names of
     the results-file ``/spectra`` and ``/chemistry`` groups (maps NaN outside the mask).
     """
@@ -516,14 +518,15 @@ def analyze_stack(obj, energies_ev, pixel_size_m, edges=None, e0_method="fit", m
     energies_ev = np.asarray(energies_ev, dtype=np.float64)
     if obj.ndim != 3 or obj.shape[0] != energies_ev.shape[0]:
         raise PtyjaxError(f"object stack {obj.shape} does not match {energies_ev.shape[0]} energies")
+    fov = np.ones(obj.shape[1:], bool) if field_of_view is None else np.asarray(field_of_view, bool)
     if mask is None:
-        mask = sp.particle_mask(obj)
+        mask = sp.particle_mask(obj) & fov
     mask = np.asarray(mask, dtype=bool)
     if mask.shape != obj.shape[1:]:
         raise PtyjaxError(f"mask shape {mask.shape} differs from the object's {obj.shape[1:]}")
     if not mask.any():
         raise PtyjaxError("the particle mask is empty")
-    background = sp.background_region(mask, background_margin_px)
+    background = sp.background_region(mask, background_margin_px) & ndimage.binary_erosion(fov, iterations=background_margin_px)
     if background.sum() < 10:
         raise PtyjaxError("fewer than 10 background pixels: the particle fills the field of view")
     od = sp.optical_density_stack(obj, background)
@@ -603,8 +606,14 @@ def analyze(results_path, edges=None, e0_method="fit", mask=None, smooth_px=0.0,
             mask = np.load(mask, allow_pickle=False)
         except (OSError, ValueError) as error:
             raise DataError(mask, f"cannot be read as a .npy mask ({error})") from None
+    field_of_view = None
+    try:
+        scanned = results.read_group(results_path, "reconstruction").get("scanned")
+        field_of_view = None if scanned is None else np.all(scanned, axis=0)
+    except DataError:
+        pass  # not a ptyjax results file: the whole stack is the field of view
     out = analyze_stack(stack.object, stack.energy, stack.pixel_size, edges=edges, e0_method=e0_method,
-                        mask=mask, smooth_px=smooth_px, calibration=calibration)
+                        mask=mask, smooth_px=smooth_px, calibration=calibration, field_of_view=field_of_view)
     config = {"edges": out["attrs"]["edges"], "e0_method": e0_method, "smooth_px": float(smooth_px),
               "mask": "automatic" if mask is None else "given", "calibration": json.loads(out["attrs"]["calibration"])}
     results.write_group(results_path, "spectra", out["spectra"], config=config)

@@ -123,7 +123,7 @@ def compare_to_truth(results_path, truth_path, region_radius_fraction: float = 0
     on_grid = resample(truth["object"], truth_grid, shifted)
     positions = np.asarray(rec["positions"])
     points = positions[np.isfinite(positions[..., 0])]
-    radius = region_radius_fraction * obj.shape[-1] * 0 + region_radius_fraction * float(np.min(rec["probe_pixel_size"])) * np.asarray(rec["probe"]).shape[-1]
+    radius = region_radius_fraction * float(np.min(rec["probe_pixel_size"])) * np.asarray(rec["probe"]).shape[-1]
     gy, gx = grid.coordinates()
     yy, xx = np.meshgrid(gy, gx, indexing="ij")
     from scipy.spatial import cKDTree
