@@ -147,3 +147,57 @@ def compare_to_truth(results_path, truth_path, region_radius_fraction: float = 0
         "position_rms_refined_m": rms_position_error(refined, true_positions),
         "pixel_size_m": grid.pixel_size,
     }
+
+
+def _truth_on_results_grid(results_path, truth_path, names, order=0):
+    """Truth maps ``names`` resampled (nearest by default) onto the results' object grid, after the
+    global shift of :func:`compare_to_truth`."""
+    from . import results
+    from .simulate import load_truth
+
+    rec = results.read_group(results_path, "reconstruction")
+    truth = load_truth(truth_path)
+    grid = ObjectGrid(np.asarray(rec["object"]).shape[-2:], float(rec["pixel_size"]), tuple(np.asarray(rec["origin"], float)))
+    truth_grid = ObjectGrid(truth["object"].shape[-2:], float(truth["pixel_size"]), tuple(np.asarray(truth["origin"], float)))
+    shift = compare_to_truth(results_path, truth_path)["global_shift_px"]
+    shifted = ObjectGrid(grid.shape, grid.pixel_size, (grid.origin[0] - shift[0] * grid.pixel_size, grid.origin[1] - shift[1] * grid.pixel_size))
+    return {n: resample(np.asarray(truth[n], np.float64), truth_grid, shifted, order=order) for n in names}
+
+
+def compare_chemistry_to_truth(results_path, truth_path, erode_px: int = 2) -> dict:
+    """Errors of the ``/chemistry`` (and ``/clustering``) maps against a simulator truth file.
+
+    Compared inside the particle (truth ``phase_label > 0`` and the analysis mask, eroded by
+    ``erode_px`` so that pixels mixing particle and vacuum do not dominate): RMSE of each edge-energy
+    map after removing one global offset per element (eV; calibration is not what is tested), mean
+    relative error of atomic ratios, and the adjusted Rand index of the groups (if clustered).
+    """
+    from scipy import ndimage
+    from sklearn.metrics import adjusted_rand_score
+
+    from . import results
+
+    chemistry = results.read_group(results_path, "chemistry")
+    names = ["phase_label"] + [n for n in ("edge_energy_Mn", "edge_energy_Ni", "ni_mn_ratio") if n in chemistry]
+    truth = _truth_on_results_grid(results_path, truth_path, names)
+    label = np.nan_to_num(truth["phase_label"], nan=0).astype(int)
+    inside = ndimage.binary_erosion((label > 0) & np.asarray(chemistry["mask"], bool), iterations=erode_px)
+    out = {"pixels": int(inside.sum())}
+    for name in names[1:]:
+        estimate, true = np.asarray(chemistry[name], np.float64), truth[name]
+        ok = inside & np.isfinite(estimate) & np.isfinite(true)
+        out[f"{name}_pixels"] = int(ok.sum())
+        if name.startswith("edge_energy"):
+            offset = np.median(estimate[ok] - true[ok])
+            out[f"{name}_offset_ev"] = float(offset)
+            out[f"{name}_rmse_ev"] = float(np.sqrt(np.mean((estimate[ok] - true[ok] - offset) ** 2)))
+        else:
+            out[f"{name}_mean_relative_error"] = float(np.mean(np.abs(estimate[ok] / true[ok] - 1)))
+    try:
+        labels = np.asarray(results.read_group(results_path, "clustering")["labels"])
+        ok = inside & (labels >= 0)
+        out["adjusted_rand_index"] = float(adjusted_rand_score(label[ok], labels[ok]))
+        out["n_groups"] = int(labels.max() + 1)
+    except Exception:  # not clustered yet
+        pass
+    return out
