@@ -106,3 +106,21 @@ def test_bad_input_one_line_exit_2(tmp_path, capsys, write, filename, problem):
     assert len(err.splitlines()) == 1 and "Traceback" not in err
     assert err.startswith("ptyjax inspect: error: ")
     assert filename in err and problem in err, err
+
+
+def test_simulate_then_inspect_round_trip(tmp_path, capsys):
+    """`ptyjax simulate` then `ptyjax inspect --json` reports what was simulated."""
+    from ptyjax.geometry import real_space_pixel_size
+    from ptyjax.simulate import PRESETS
+
+    preset = PRESETS["tiny"]
+    assert main(["simulate", "--preset", "tiny", "-o", str(tmp_path)]) == 0
+    capsys.readouterr()
+    assert main(["inspect", str(tmp_path), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    np.testing.assert_allclose(report["energies_ev"], preset.energies_ev, rtol=1e-12)
+    assert report["n_frames"] == [preset.n_positions] * len(preset.energies_ev)
+    assert report["frame_shape"] == [preset.frame_size, preset.frame_size]
+    expected = real_space_pixel_size(np.asarray(preset.energies_ev), preset.detector_distance_m, preset.detector_pixel_m, preset.frame_size)
+    np.testing.assert_allclose(report["pixel_size_m"], expected, rtol=1e-9)
+    assert set(report["edges"]) == {"Mn_K", "Ni_K"}
