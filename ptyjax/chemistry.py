@@ -402,14 +402,21 @@ def _tabulated_edge(element, edge="K"):
     return data.edge_energy_ev(f"{element}_{edge}")
 
 
+# Edges of compounds sit above the free-atom (tabulated) edge by their chemical shift: 5-13 eV for Mn
+# (MnO to MnO2) and ~10 eV for Ni2+ (DESIGN notes section 1), so energies up to 5 eV above the
+# tabulated edge still count as pre-edge when deciding whether an edge was measured.
+CHEMICAL_SHIFT_MARGIN_EV = 5.0
+
+
 def detect_edges(energy_ev, candidates=_CANDIDATES, edge="K"):
     """Elements whose ``edge`` the energies span: of the energies that :func:`ptyjax.data.group_by_edge`
-    assigns to the edge, at least two below and two above the tabulated edge (xraydb)."""
+    assigns to the edge, at least two below and two above the tabulated edge (xraydb) plus
+    :data:`CHEMICAL_SHIFT_MARGIN_EV`."""
     energy_ev = np.asarray(energy_ev, dtype=np.float64)
     groups = data.group_by_edge(energy_ev, [f"{el}_{edge}" for el in candidates])
     found = []
     for element in candidates:
-        e = energy_ev[groups.get(f"{element}_{edge}", [])] - _tabulated_edge(element, edge)
+        e = energy_ev[groups.get(f"{element}_{edge}", [])] - _tabulated_edge(element, edge) - CHEMICAL_SHIFT_MARGIN_EV
         if np.count_nonzero(e < 0) >= 2 and np.count_nonzero(e >= 0) >= 2:
             found.append(element)
     return found
