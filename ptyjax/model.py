@@ -204,16 +204,33 @@ def extract_patches(objects, centres, geometry: FrameGeometry):
     )
 
 
-def exit_waves(params: Reconstruction, geometry: FrameGeometry, indices):
-    """Exit waves (E, B, M, N, N) of the frames ``indices`` (E, B) (point index per energy)."""
+def object_patches(params: Reconstruction, geometry: FrameGeometry, indices):
+    """Object patches (E, B, N, N) seen by the frames ``indices`` (E, B) on their native grids."""
     centres = jnp.take_along_axis(params.positions(), indices[..., None], axis=1)
-    patches = extract_patches(params.object(), centres, geometry)
+    return extract_patches(params.object(), centres, geometry)
+
+
+def exit_waves(params: Reconstruction, geometry: FrameGeometry, indices, patches=None):
+    """Exit waves (E, B, M, N, N) of the frames ``indices`` (E, B) (point index per energy)."""
+    patches = object_patches(params, geometry, indices) if patches is None else patches
     return params.probe()[:, None] * patches[:, :, None]
 
 
-def predict_intensity(params: Reconstruction, geometry: FrameGeometry, indices):
+def predict_intensity(params: Reconstruction, geometry: FrameGeometry, indices, patches=None):
     """Model detector intensities (E, B, N, N), zero frequency centred, summed over probe modes."""
-    return farfield_intensity(exit_waves(params, geometry, indices), mode_axis=-3)
+    return farfield_intensity(exit_waves(params, geometry, indices, patches), mode_axis=-3)
+
+
+def patch_gradient(patches, scale):
+    """Spatial derivatives (dy, dx) of patches (E, B, N, N) per *common-grid* pixel, by spectral
+    differentiation on the native grid (``scale`` (E,): native over common pixel size)."""
+    n = patches.shape[-1]
+    f = jnp.fft.fftfreq(n)
+    spectrum = jnp.fft.fft2(patches)
+    per_common = (1.0 / scale)[:, None, None, None]
+    dy = jnp.fft.ifft2(spectrum * (2j * jnp.pi * f)[:, None]) * per_common
+    dx = jnp.fft.ifft2(spectrum * (2j * jnp.pi * f)[None, :]) * per_common
+    return dy, dx
 
 
 def insert_patches(patches, centres, geometry: FrameGeometry, object_shape):
