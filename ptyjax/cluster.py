@@ -284,7 +284,11 @@ def cluster(results_path, features=None, n_groups=None, k_range=(1, 6), seed=0, 
         raise DataError(results_path, "/chemistry has no 'mask' dataset")
     available = [n for n in chemistry if n not in ("attrs", "mask") and not n.endswith("_std")]
     if features is None:
-        features = [n for n in THICKNESS_INDEPENDENT if n in chemistry]
+        # Default features: those measured on at least a quarter of the particle (a map that the
+        # edge fit left mostly NaN, e.g. a weak edge at low fluence, would exclude every pixel).
+        inside = np.asarray(chemistry["mask"], bool)
+        features = [n for n in THICKNESS_INDEPENDENT if n in chemistry
+                    and np.isfinite(np.asarray(chemistry[n])[inside]).mean() >= 0.25]
         if not features:
             raise DataError(results_path, f"/chemistry has none of the default features {', '.join(THICKNESS_INDEPENDENT)}; name some of: {', '.join(available)}")
     missing = [n for n in features if n not in chemistry]

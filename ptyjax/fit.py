@@ -668,6 +668,9 @@ def save_reconstruction(path, result: FitResult, extra_config: dict | None = Non
         "loss": (np.asarray(result.loss_history, np.float64), "1"),
         "epoch_time": (np.asarray(result.epoch_times, np.float64), "s"),
     }
+    extras = getattr(result.params.object, "extras", None)
+    if extras is not None:  # e.g. chemical-basis amounts and spectra
+        datasets.update(extras())
     if result.defocus_m is not None:
         datasets["initial_defocus"] = (np.broadcast_to(result.defocus_m, (problem.n_energies,)), "m")
     config = dict(result.config.to_dict(), **(extra_config or {}))

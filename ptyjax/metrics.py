@@ -149,7 +149,7 @@ def compare_to_truth(results_path, truth_path, region_radius_fraction: float = 0
     }
 
 
-def _truth_on_results_grid(results_path, truth_path, names, order=0):
+def truth_on_results_grid(results_path, truth_path, names, order=0):
     """Truth maps ``names`` resampled (nearest by default) onto the results' object grid, after the
     global shift of :func:`compare_to_truth`."""
     from . import results
@@ -179,7 +179,7 @@ def compare_chemistry_to_truth(results_path, truth_path, erode_px: int = 2) -> d
 
     chemistry = results.read_group(results_path, "chemistry")
     names = ["phase_label"] + [n for n in ("edge_energy_Mn", "edge_energy_Ni", "ni_mn_ratio") if n in chemistry]
-    truth = _truth_on_results_grid(results_path, truth_path, names)
+    truth = truth_on_results_grid(results_path, truth_path, names)
     label = np.nan_to_num(truth["phase_label"], nan=0).astype(int)
     inside = ndimage.binary_erosion((label > 0) & np.asarray(chemistry["mask"], bool), iterations=erode_px)
     out = {"pixels": int(inside.sum())}

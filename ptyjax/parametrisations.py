@@ -80,6 +80,14 @@ class SpectralBasisStack(ObjectStack):
             raise PtyjaxError("this spectral basis has no physical unit (learned spectra)")
         return self.maps * jnp.asarray(self.unit, jnp.float32)[:, None, None]
 
+    def extras(self) -> dict:
+        """``{name: (array, units)}`` worth saving next to the object: the maps (amounts) and spectra."""
+        units = f"{self.unit[0]:g} formula units/m^2" if self.unit else "1"
+        out = {"basis_maps": (np.asarray(self.maps), units), "basis_spectra": (np.asarray(self.spectra()), "1")}
+        if self.names:
+            out["basis_names"] = (list(self.names), "")
+        return out
+
     def curvature(self, h):
         """Diagonal majoriser of the Gauss-Newton matrix of the maps and spectra, given the curvature
         ``h`` (E, Ny, Nx) w.r.t. the real and imaginary parts of the log-object.
