@@ -2,4 +2,4 @@
 
 DESCRIPTION = "all energies jointly, spectral smoothness prior along energy "
 
-OPTIONS = {"priors": {"spectral_smoothness": {"weight": 0.5, "delta": None}}}
+OPTIONS = {"priors": {"spectral_smoothness": {"weight": 3.0, "delta": None}}}

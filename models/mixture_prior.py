@@ -9,7 +9,7 @@ DESCRIPTION = "joint-smooth + Gaussian-mixture prior on per-pixel edge jumps and
 # spacing (ptyjax.mixture_prior); groups: background + the three phases of an LNMO particle.
 OPTIONS = {
     "priors": {
-        "spectral_smoothness": {"weight": 0.5, "delta": None},
+        "spectral_smoothness": {"weight": 3.0, "delta": None},
         "chemical_mixture": {"weight": 1.0, "n_components": 4, "em_steps": 5},
     },
 }

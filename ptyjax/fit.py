@@ -54,7 +54,7 @@ class FitConfig:
     batch_size: int = 16
     n_modes: int = 1
     loss: str = "amplitude"
-    priors: dict = field(default_factory=lambda: {"spectral_smoothness": {"weight": 0.5, "delta": None}})
+    priors: dict = field(default_factory=lambda: {"spectral_smoothness": {"weight": 3.0, "delta": None}})
     object_step: float = 1.0
     probe_step: float = 1.0
     momentum: float = 0.5
