@@ -527,13 +527,19 @@ def run_fit(problem: Problem, config: FitConfig, params: Reconstruction | None =
     return FitResult(params, problem, config, history, times, defocus_m=None if defocus_m is None else np.asarray(defocus_m))
 
 
+# Second stage of the defocus search: factors around the best coarse candidate (the coarse ones are
+# a factor 1.5-2 apart, beam diameters of 0.5-3 scan steps).
+DEFOCUS_REFINEMENT = (0.75, 0.87, 1.15, 1.3)
+
+
 def choose_defocus(problem: Problem, config: FitConfig, edge_groups: dict, max_points: int = 48) -> np.ndarray:
     """Defocus (m) per energy, chosen per absorption edge by short trial reconstructions.
 
     For each edge, the lowest energy (pre-edge: the simplest object) is reconstructed for
     ``config.defocus_trial_epochs`` epochs from each candidate of
-    :func:`ptyjax.initialise.defocus_candidates` (both signs); the candidate with the lowest final
-    loss is used for every energy of that edge.
+    :func:`ptyjax.initialise.defocus_candidates` (both signs), then from
+    :data:`DEFOCUS_REFINEMENT` times the best one; the candidate with the lowest final loss is used
+    for every energy of that edge.
     """
     defocus = np.zeros(problem.n_energies)
     trial_config = dataclasses.replace(
@@ -547,11 +553,11 @@ def choose_defocus(problem: Problem, config: FitConfig, edge_groups: dict, max_p
         candidates = initialise.defocus_candidates(
             sub.mean_patterns[0], sub.native_pixel_size[0], lam, step, sub.geometry.frame_size * sub.native_pixel_size[0]
         )
-        scores = []
-        for z in candidates:
-            result = run_fit(sub, trial_config, progress=False, defocus_m=z)
-            scores.append(result.loss_history[-1] if result.loss_history else np.inf)
-        defocus[np.asarray(members)] = candidates[int(np.nanargmin(scores))]
+        score = lambda z: (run_fit(sub, trial_config, progress=False, defocus_m=z).loss_history or [np.inf])[-1]
+        scores = {z: score(z) for z in candidates}
+        best = min(scores, key=scores.get)
+        scores.update({f * best: score(f * best) for f in DEFOCUS_REFINEMENT if best != 0})
+        defocus[np.asarray(members)] = min(scores, key=scores.get)
     return defocus
 
 
