@@ -19,7 +19,9 @@ STAGE_DEFAULTS = {
     "analyze": {
         "edges": ("", "comma-separated absorbing elements, e.g. 'Mn,Ni' (empty: detected from the energies)"),
         "e0_method": ("fit", "edge energy definition: fit | derivative | half-jump"),
-        "smooth_px": (0.0, "Gaussian smoothing of spectra before fitting, in pixels (0: none)"),
+        # 1 px: below the reconstruction's resolution (phase FRC 1.4-2 px on the simulator presets), while
+        # averaging the per-pixel noise (small preset: Mn E0 RMSE 0.49 -> 0.32 eV, ARI 0.39 -> 0.65).
+        "smooth_px": (1.0, "Gaussian smoothing of spectra before fitting, in pixels (0: none)"),
     },
     "cluster": {
         "features": ("", "comma-separated /chemistry map names (empty: the thickness-independent ones)"),
