@@ -39,6 +39,7 @@ PTYCHI = textwrap.dedent(
     from ptychi.utils import get_suggested_object_size, get_default_complex_dtype
 
     d = np.load(sys.argv[1])
+    CHECKPOINTS = [int(c) for c in sys.argv[5].split(",")]
     epochs, batch = int(sys.argv[2]), int(sys.argv[3])
     pos = d["positions_px"] - d["positions_px"].mean(axis=0)
     options = api.LSQMLOptions()
@@ -55,27 +56,30 @@ PTYCHI = textwrap.dedent(
     options.reconstructor_options.batch_size = batch
     options.reconstructor_options.num_epochs = epochs
     options.reconstructor_options.default_device = api.Devices.CPU
-    times, losses = [], []
+    times, losses, objects = [], [], {}
     with PtychographyTask(options) as task:
-        for _ in range(epochs):
+        for epoch in range(epochs):
             t0 = time.perf_counter()
-            task.iterate(1)
+            task.run(1)
             times.append(time.perf_counter() - t0)
+            if epoch + 1 in CHECKPOINTS:
+                objects[str(epoch + 1)] = np.asarray(task.get_data_to_cpu("object", as_numpy=True)).reshape(-1, *np.shape(task.get_data_to_cpu("object", as_numpy=True))[-2:])[0]
         try:
             losses = [float(x) for x in np.asarray(task.reconstructor.loss_tracker.table["loss"])]
         except Exception:
             losses = []
+    np.savez(sys.argv[1].replace("data.npz", "ptychi_objects.npz"), **objects)
     print("RESULT" + json.dumps(dict(epoch_times=times, losses=losses, torch=torch.__version__)))
     """
 )
 
 
-def make_data(folder: Path):
-    """The first energy of the tiny preset as arrays (frames, positions in pixels, true probe)."""
+def make_data(folder: Path, preset_name: str = "tiny"):
+    """The first energy of a preset as arrays (frames, positions in pixels, true probe)."""
     from ptyjax.data import Dataset
     from ptyjax.simulate import PRESETS, load_truth, simulate
 
-    preset = PRESETS["tiny"]
+    preset = PRESETS[preset_name]
     truth_path = simulate(preset.replace(energies_ev=preset.energies_ev[:1]), folder / "data")
     truth = load_truth(truth_path)
     dataset = Dataset.open(folder / "data")
@@ -86,13 +90,45 @@ def make_data(folder: Path):
     return dataset, arrays
 
 
-def run_ptyjax(dataset, probe, epochs, batch):
+def accuracy(obj, truth):
+    """Complex NRMSE and phase FRC(0.5) resolution (m) of an object of any origin against the truth.
+
+    Each engine has its own object frame, so the object is aligned to the truth (same pixel size) by
+    sub-pixel phase correlation of the phase images on a common canvas; compared where the truth
+    was scanned (closer to a true position than a quarter frame).
+    """
+    from scipy.spatial import cKDTree
+
+    from ptyjax import metrics
+    from ptyjax.spectra import fourier_shift, phase_correlation_shift
+
+    t = np.asarray(truth["object"][0])
+    dx = float(truth["pixel_size"])
+    shape = tuple(max(a, b) for a, b in zip(t.shape, obj.shape))
+    canvas = lambda image: np.pad(image, [(0, n - m) for n, m in zip(shape, image.shape)], constant_values=1.0)
+    t, o = canvas(t), canvas(np.asarray(obj))
+    o = fourier_shift(o, phase_correlation_shift(np.angle(t), np.angle(o)))
+    yy, xx = np.indices(shape)
+    points = (np.asarray(truth["positions"][0]) - np.asarray(truth["origin"])) / dx
+    distance, _ = cKDTree(points).query(np.stack([yy.ravel(), xx.ravel()], 1))
+    region = distance.reshape(shape) < 0.25 * np.asarray(truth["probe"]).shape[-1]
+    rows, cols = np.flatnonzero(region.any(1)), np.flatnonzero(region.any(0))
+    box = (slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1))
+    nrmse = float(metrics.complex_nrmse(o, t, region))
+    frc = metrics.frc_resolution(np.angle(o[box]), np.angle(t[box]), dx)
+    return nrmse, frc
+
+
+def run_ptyjax(dataset, probe, epochs, batch, checkpoints):
     from ptyjax import fit
 
-    config = fit.FitConfig(epochs=epochs, batch_size=batch, refine_positions=False, priors={}, checkpoint_every=0)
     problem = fit.prepare(dataset)
-    result = fit.run_fit(problem, config, params=fit.initial_params(problem, config, probe=probe[None]), progress=False)
-    return dict(epoch_times=result.epoch_times, losses=result.loss_history)
+    objects = {}
+    for n in checkpoints:  # same seed and batches: run n epochs is the first n epochs of a longer run
+        config = fit.FitConfig(epochs=n, batch_size=batch, refine_positions=False, priors={}, checkpoint_every=0)
+        result = fit.run_fit(problem, config, params=fit.initial_params(problem, config, probe=probe[None]), progress=False)
+        objects[n] = result.object()[0]
+    return dict(epoch_times=result.epoch_times, losses=result.loss_history, objects=objects)
 
 
 def main(argv=None):
@@ -100,31 +136,48 @@ def main(argv=None):
     parser.add_argument("--python", default="/tmp/ptychi-venv/bin/python", help="interpreter with ptychi and torch")
     parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--batch", type=int, default=12, help="positions per minibatch (both engines)")
+    parser.add_argument("--preset", default="tiny", help="simulator preset whose first energy is used")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     parser.add_argument("-o", "--output", default=str(HERE / "results" / "bench_ptychi.md"))
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
-        dataset, arrays = make_data(Path(tmp))
-        mine = run_ptyjax(dataset, arrays["probe"], args.epochs, args.batch)
+        dataset, arrays = make_data(Path(tmp), args.preset)
+        from ptyjax.simulate import load_truth
+
+        truth = load_truth(Path(tmp) / "data" / "truth.h5")
+        checkpoints = sorted({5, 10, args.epochs})
+        mine = run_ptyjax(dataset, arrays["probe"], args.epochs, args.batch, checkpoints)
         t0 = time.perf_counter()
-        proc = subprocess.run([args.python, "-c", PTYCHI, str(Path(tmp) / "data.npz"), str(args.epochs), str(args.batch), str(args.threads)],
-                              capture_output=True, text=True, timeout=600)
+        proc = subprocess.run([args.python, "-c", PTYCHI, str(Path(tmp) / "data.npz"), str(args.epochs), str(args.batch), str(args.threads),
+                               ",".join(map(str, checkpoints))], capture_output=True, text=True, timeout=600)
         wall = time.perf_counter() - t0
-    rows = [("ptyjax", mine)]
-    if "RESULT" in proc.stdout:
-        rows.append(("Pty-chi LSQML", json.loads(proc.stdout.split("RESULT", 1)[1])))
-        failure = ""
-    else:
-        failure = f"\n\nPty-chi failed ({wall:.0f} s): `{(proc.stderr.strip().splitlines() or ['no output'])[-1][:300]}`\n"
+        rows, failure = [("ptyjax", mine)], ""
+        if "RESULT" in proc.stdout:
+            theirs = json.loads(proc.stdout.split("RESULT", 1)[1])
+            saved = np.load(Path(tmp) / "ptychi_objects.npz")
+            theirs["objects"] = {int(k): saved[k] for k in saved.files}
+            rows.append(("Pty-chi LSQML", theirs))
+        else:
+            failure = f"\n\nPty-chi failed ({wall:.0f} s): `{(proc.stderr.strip().splitlines() or ['no output'])[-1][:300]}`\n"
+        for _, r in rows:
+            r["accuracy"] = {n: accuracy(o, truth) for n, o in r["objects"].items()}
     lines = ["# ptyjax vs Pty-chi LSQML (CPU, same data)", "",
-             f"Command: `python experiments/bench_ptychi.py --epochs {args.epochs} --batch {args.batch} --threads {args.threads}`", "",
-             "Tiny preset, first energy: 36 positions, 32x32 frames, 1 mode; true probe start, positions fixed. "
+             f"Command: `python experiments/bench_ptychi.py --preset {args.preset} --epochs {args.epochs} --batch {args.batch} --threads {args.threads}`", "",
+             f"{args.preset} preset, first energy: {arrays['frames'].shape[0]} positions, {arrays['frames'].shape[1]}x{arrays['frames'].shape[2]} frames, 1 mode; "
+             "true probe start, positions fixed (both engines at their default steps). "
              "Epoch = median after the first.", "",
              "| engine | first epoch (s) | epoch (s) | final loss (own metric) |", "|---|---|---|---|"]
     for name, r in rows:
         t = r["epoch_times"]
         loss = f"{r['losses'][-1]:.4g}" if r.get("losses") else "n/a"
         lines.append(f"| {name} | {t[0]:.3f} | {float(np.median(t[1:])):.4f} | {loss} |")
+    lines += ["", "Accuracy against the simulator's truth (complex NRMSE after a global complex scale; phase FRC at 0.5) "
+              "after n epochs, and the time to reach it (n x median epoch):", "",
+              "| engine | epochs | NRMSE | FRC (nm) | time (s) |", "|---|---|---|---|---|"]
+    for name, r in rows:
+        epoch = float(np.median(r["epoch_times"][1:]))
+        for n, (nrmse, frc) in sorted(r["accuracy"].items()):
+            lines.append(f"| {name} | {n} | {nrmse:.4f} | {frc * 1e9:.1f} | {n * epoch:.3f} |")
     if len(rows) == 2:
         ratio = float(np.median(rows[0][1]["epoch_times"][1:]) / np.median(rows[1][1]["epoch_times"][1:]))
         lines += ["", f"ptyjax epoch / Pty-chi epoch = {ratio:.2f} (target <= 0.5)"]
