@@ -31,7 +31,7 @@ DUPLICATE_ENERGY_EV = 1e-3
 # real-space pixel in y and x: far below any physical difference, above float round-off.
 GEOMETRY_RTOL = 1e-6
 # Frames per read when scanning a whole file: about this many bytes of float32 at a time.
-CHUNK_BYTES = 64 * 2**20
+CHUNK_BYTES = 8 * 2**20  # bounds the temporary copies of a validation or mean-pattern pass (~4 per chunk)
 # Default edges to group energies by: the K edges of the 3d transition metals (battery cathodes,
 # catalysts). Their edges are >= 499 eV apart, wider than EDGE_WINDOW_EV, so groups never overlap.
 DEFAULT_EDGES = tuple(f"{element}_K" for element in ("Ti", "V", "Cr", "Mn", "Fe", "Co", "Ni", "Cu", "Zn"))
