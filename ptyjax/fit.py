@@ -65,7 +65,7 @@ class FitConfig:
     position_start_epoch: int = 5
     illumination_floor: float = 0.1
     defocus_m: float | None = None
-    defocus_trial_epochs: int = 3
+    defocus_trial_epochs: int = 6
     seed: int = 0
     checkpoint_every: int = 5
     register_every: int = 5
