@@ -387,12 +387,13 @@ def register_energies(params: Reconstruction, scanned, upsample: int = 20) -> Re
 
     if not isinstance(params.object, LogObjectStack):
         return params
-    phase = np.where(scanned, np.asarray(params.object.phase), 0.0)
-    reference = phase.mean(axis=0)
-    shifts = np.array([phase_correlation_shift(reference, p, upsample) for p in phase])
+    phase = np.asarray(params.object.phase)
+    lit_phase = np.where(scanned, phase, 0.0)
+    reference = lit_phase.mean(axis=0)
+    shifts = np.array([phase_correlation_shift(reference, p, upsample) for p in lit_phase])
     shifts -= shifts.mean(axis=0)  # a common translation of all energies is not an ambiguity to remove
     log_amplitude = np.stack([fourier_shift(a, s) for a, s in zip(np.asarray(params.object.log_amplitude), shifts)])
-    phase_all = np.stack([fourier_shift(p, s) for p, s in zip(np.asarray(params.object.phase), shifts)])
+    phase_all = np.stack([fourier_shift(p, s) for p, s in zip(phase, shifts)])
     positions = params.positions
     # Shifting the object by +s moves its features to r + s; the beam must follow: drift + s.
     positions = ScanPositions(positions.nominal, positions.drift + jnp.asarray(shifts, positions.drift.dtype), positions.jitter)
@@ -460,7 +461,7 @@ def run_fit(problem: Problem, config: FitConfig, params: Reconstruction | None =
     if resume and checkpoint is not None and checkpoint.exists():
         state, (params, opt_state) = _load_checkpoint(checkpoint, (params, opt_state))
         history, times, start_epoch, step_scale = state["history"], state["times"], state["epoch"], state["step_scale"]
-    place = jnp.asarray
+    place, place_tree = jnp.asarray, (lambda tree: tree)
     if mesh is not None:
         from functools import partial
 
@@ -469,6 +470,8 @@ def run_fit(problem: Problem, config: FitConfig, params: Reconstruction | None =
         problem = sharding.shard_problem(problem, mesh)
         params, opt_state = sharding.shard_energy_tree((params, opt_state), mesh, problem.n_energies)
         place = partial(sharding.put_energy_sharded, mesh=mesh)
+        # Host-side updates (registration) return unsharded arrays: put them back on the mesh.
+        place_tree = partial(sharding.shard_energy_tree, mesh=mesh, n_energies=problem.n_energies)
     pixel_weight = problem.pixel_weight
     point_valid = place(problem.point_valid)
     # A streamed frame source reads the next minibatch in the background during each step.
@@ -503,7 +506,7 @@ def run_fit(problem: Problem, config: FitConfig, params: Reconstruction | None =
             params = centre_probe(params, problem.geometry.scale)
             if config.refine_positions and config.register_every and epoch + 1 >= config.position_start_epoch \
                     and (epoch + 1 - config.position_start_epoch) % config.register_every == 0:
-                params = register_energies(params, _scanned(params, problem))
+                params = place_tree(register_energies(params, _scanned(params, problem)))
             value = float(total) / indices.shape[0]
             if not np.isfinite(value):
                 # Roll back to the last good state and retry the same epoch with half the step.

@@ -25,7 +25,7 @@ SCRIPT = textwrap.dedent(
 
     assert jax.device_count() == 4, jax.devices()
     dataset = Dataset.open(sys.argv[1])
-    config = fit.FitConfig(epochs=3, batch_size=8, defocus_m=270e-6, checkpoint_every=0)
+    config = fit.FitConfig(epochs=3, batch_size=8, defocus_m=270e-6, checkpoint_every=0, position_start_epoch=1, register_every=1)
     single = fit.reconstruct(dataset, config, progress=False)
     sharded = fit.reconstruct(dataset, config, progress=False, devices=4)
     streamed = fit.reconstruct(dataset, config, progress=False, devices=2, stream=True)
