@@ -1,7 +1,5 @@
 """Reconstruction engine end to end on the tiny simulated preset (CPU-sized)."""
 
-import dataclasses
-import os
 import signal
 import subprocess
 import sys
@@ -13,6 +11,7 @@ import pytest
 from ptyjax import fit, metrics, recipes, results
 from ptyjax.cli import main
 from ptyjax.data import Dataset
+from ptyjax.errors import PtyjaxError
 from ptyjax.simulate import PRESETS, simulate
 
 EPOCHS = 25
@@ -87,18 +86,18 @@ def test_defocus_estimate_has_the_right_sign_and_size(tiny):
     with h5py.File(truth) as f:
         true_defocus = f["defocus"][()]
     assert np.all(np.sign(defocus) == np.sign(true_defocus))
-    assert np.all(np.abs(defocus / true_defocus - 1) < 0.5)
+    # Per edge one value for energies whose true defocus spans 2.45-3.0e-4 m (chromatic focus).
+    assert np.all(np.abs(defocus / true_defocus - 1) < 0.25)
 
 
 def test_nan_rolls_back_and_halves_the_step(tiny):
     data, _ = tiny
     problem = fit.prepare(Dataset.open(data)).subset([0], max_points=16)
     config = fit.FitConfig(epochs=3, batch_size=8, object_step=1e6, priors={}, defocus_m=0.0)
-    with pytest.raises(Exception) as info:
-        fit.run_fit(problem, config, progress=False)
     # A step a million times too large: every epoch diverges, the step is halved each time until it
     # gives up with a clear error, instead of returning NaNs.
-    assert "non-finite" in str(info.value) or "NaN" in str(info.value)
+    with pytest.raises(PtyjaxError, match="non-finite"):
+        fit.run_fit(problem, config, progress=False)
 
 
 def test_killed_run_resumes_to_the_same_result(tiny, tmp_path):
