@@ -9,7 +9,6 @@ import pytest
 from ptyjax import plugins, priors, recipes, results
 from ptyjax.cli import main
 from ptyjax.model import LogObjectStack
-from ptyjax.simulate import PRESETS, simulate
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 
@@ -23,10 +22,8 @@ def readme_prior_example() -> str:
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    out = tmp_path_factory.mktemp("tiny")
-    simulate(PRESETS["tiny"], out)
-    return out
+def tiny(tiny_dataset):
+    return tiny_dataset
 
 
 def test_readme_prior_example_is_short():

@@ -15,17 +15,15 @@ from ptyjax.mixture_prior import chemical_features, chemical_mixture, feature_la
 from ptyjax.model import LogObjectStack
 from ptyjax.parametrisations import SPECIES_SETS, UNIT_AREAL_DENSITY, SpectralBasisStack, chemical_basis, low_rank, species_spectrum
 from ptyjax.priors import PriorContext
-from ptyjax.simulate import PRESETS, simulate
+from ptyjax.simulate import PRESETS
 
 TINY_ENERGIES = np.asarray(PRESETS["tiny"].energies_ev)
 RECIPES = ["independent", "joint-smooth", "joint-huber", "low-rank", "chemical-basis", "mixture-prior"]
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    out = tmp_path_factory.mktemp("tiny")
-    simulate(PRESETS["tiny"], out)
-    return out
+def tiny(tiny_dataset):
+    return tiny_dataset
 
 
 def test_every_listed_recipe_is_tested():

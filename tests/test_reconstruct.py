@@ -12,16 +12,14 @@ from ptyjax import fit, metrics, recipes, results
 from ptyjax.cli import main
 from ptyjax.data import Dataset
 from ptyjax.errors import PtyjaxError
-from ptyjax.simulate import PRESETS, simulate
+from ptyjax.simulate import PRESETS
 
 EPOCHS = 25
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    out = tmp_path_factory.mktemp("tiny")
-    truth = simulate(PRESETS["tiny"], out)
-    return out, truth
+def tiny(tiny_dataset):
+    return tiny_dataset, tiny_dataset / "truth.h5"
 
 
 @pytest.fixture(scope="module")

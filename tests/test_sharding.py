@@ -9,10 +9,7 @@ import textwrap
 import pytest
 
 from ptyjax.sharding import ENERGY_AXIS
-from ptyjax.simulate import PRESETS, simulate
 
-# Four energies, one per device; two per edge keep the spectral prior's coupling across shards.
-ENERGIES_EV = (6535.0, 6551.0, 8330.0, 8344.5)
 
 SCRIPT = textwrap.dedent(
     """
@@ -54,10 +51,8 @@ SCRIPT = textwrap.dedent(
 
 
 @pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    out = tmp_path_factory.mktemp("shard")
-    simulate(PRESETS["tiny"].replace(energies_ev=ENERGIES_EV), out)
-    return out
+def data(tiny_four_energies):
+    return tiny_four_energies
 
 
 def test_sharded_fit_equals_single_device(data):

@@ -6,20 +6,15 @@ import pytest
 from ptyjax import fit
 from ptyjax.cli import main
 from ptyjax.data import Dataset
-from ptyjax.simulate import PRESETS, simulate
 from ptyjax.streaming import StreamedFrames, mean_patterns
 
-# Four energies (two per edge) keep the spectral prior's coupling while halving the runtime of tiny.
-ENERGIES_EV = (6535.0, 6551.0, 8330.0, 8344.5)
 # The tiny preset's true defocus: fixed so that both fits skip the (identical) defocus search.
 DEFOCUS_M = 270e-6
 
 
 @pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    out = tmp_path_factory.mktemp("stream")
-    simulate(PRESETS["tiny"].replace(energies_ev=ENERGIES_EV), out)
-    return out
+def data(tiny_four_energies):
+    return tiny_four_energies
 
 
 def test_batches_are_the_in_memory_frames(data):
