@@ -102,24 +102,16 @@ def compare_to_truth(results_path, truth_path, region_radius_fraction: float = 0
     the data cannot fix (a common translation of object and positions; found by phase correlation
     of the energy-averaged phase images). Compared inside the scanned region: points closer to a scan
     position than ``region_radius_fraction`` of the smallest frame window. Returns per-energy complex
-    NRMSE (after a global complex scale per energy), phase FRC half-bit-free 0.5-threshold resolution (m),
+    NRMSE (after a global complex scale per energy), phase FRC resolution at the 0.5 threshold (m),
     and RMS position errors (m) of nominal and refined positions (after removing the mean offset).
     """
     from . import results
     from .simulate import load_truth
-    from .spectra import phase_correlation_shift
 
     rec = results.read_group(results_path, "reconstruction")
     truth = load_truth(truth_path)
     obj = np.asarray(rec["object"])
-    grid = ObjectGrid(obj.shape[-2:], float(rec["pixel_size"]), tuple(np.asarray(rec["origin"], float)))
-    truth_grid = ObjectGrid(truth["object"].shape[-2:], float(truth["pixel_size"]), tuple(np.asarray(truth["origin"], float)))
-    # The truth covers the scanned area only; match the reconstruction energies to the truth's.
-    on_grid = resample(truth["object"], truth_grid, grid)
-    valid = np.all(np.isfinite(on_grid), axis=0)
-    mean_phase = lambda o: np.where(valid, np.angle(np.where(valid, o, 1).mean(axis=0)), 0.0)
-    shift = phase_correlation_shift(mean_phase(obj), mean_phase(on_grid))
-    shifted = ObjectGrid(grid.shape, grid.pixel_size, (grid.origin[0] - shift[0] * grid.pixel_size, grid.origin[1] - shift[1] * grid.pixel_size))
+    grid, truth_grid, shifted, shift = _aligned_grids(rec, truth)
     on_grid = resample(truth["object"], truth_grid, shifted)
     positions = np.asarray(rec["positions"])
     points = positions[np.isfinite(positions[..., 0])]
@@ -149,6 +141,25 @@ def compare_to_truth(results_path, truth_path, region_radius_fraction: float = 0
     }
 
 
+def _aligned_grids(rec: dict, truth: dict):
+    """(results grid, truth grid, results grid shifted by the global shift, shift in px).
+
+    The shift is the one translation the data cannot fix (object and positions together), found by
+    phase correlation of the energy-averaged phase images of reconstruction and truth.
+    """
+    from .spectra import phase_correlation_shift
+
+    obj = np.asarray(rec["object"])
+    grid = ObjectGrid(obj.shape[-2:], float(rec["pixel_size"]), tuple(np.asarray(rec["origin"], float)))
+    truth_grid = ObjectGrid(truth["object"].shape[-2:], float(truth["pixel_size"]), tuple(np.asarray(truth["origin"], float)))
+    on_grid = resample(truth["object"], truth_grid, grid)
+    valid = np.all(np.isfinite(on_grid), axis=0)
+    mean_phase = lambda o: np.where(valid, np.angle(np.where(valid, o, 1).mean(axis=0)), 0.0)
+    shift = phase_correlation_shift(mean_phase(obj), mean_phase(on_grid))
+    origin = (grid.origin[0] - shift[0] * grid.pixel_size, grid.origin[1] - shift[1] * grid.pixel_size)
+    return grid, truth_grid, ObjectGrid(grid.shape, grid.pixel_size, origin), shift
+
+
 def truth_on_results_grid(results_path, truth_path, names, order=0):
     """Truth maps ``names`` resampled (nearest by default) onto the results' object grid, after the
     global shift of :func:`compare_to_truth`."""
@@ -157,10 +168,7 @@ def truth_on_results_grid(results_path, truth_path, names, order=0):
 
     rec = results.read_group(results_path, "reconstruction")
     truth = load_truth(truth_path)
-    grid = ObjectGrid(np.asarray(rec["object"]).shape[-2:], float(rec["pixel_size"]), tuple(np.asarray(rec["origin"], float)))
-    truth_grid = ObjectGrid(truth["object"].shape[-2:], float(truth["pixel_size"]), tuple(np.asarray(truth["origin"], float)))
-    shift = compare_to_truth(results_path, truth_path)["global_shift_px"]
-    shifted = ObjectGrid(grid.shape, grid.pixel_size, (grid.origin[0] - shift[0] * grid.pixel_size, grid.origin[1] - shift[1] * grid.pixel_size))
+    _, truth_grid, shifted, _ = _aligned_grids(rec, truth)
     return {n: resample(np.asarray(truth[n], np.float64), truth_grid, shifted, order=order) for n in names}
 
 
