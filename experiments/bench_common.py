@@ -54,7 +54,7 @@ def synthetic_problem(n_energies, n_positions, frame_size, n_modes=1, seed=0):
     dx0 = float(native.min())
     geometry = FrameGeometry.create(native / dx0, frame_size)
     grid = ObjectGrid.covering(nominal.reshape(-1, 2), (frame_size * native.max(),) * 2, pixel_size=dx0,
-                               margin_px=geometry.window // 2 + fit.GRID_MARGIN_PX)
+                               margin_px=geometry.reach + fit.GRID_MARGIN_PX)
     # Random smooth object: low-passed noise, OD up to ~0.2 and phase up to ~1 rad, slowly varying in E.
     key_a, key_p = jax.random.split(jax.random.PRNGKey(seed))
     ky, kx = (jnp.fft.fftfreq(n) for n in grid.shape)
@@ -110,19 +110,22 @@ def fft_epoch_seconds(shape, n_batches, repeats=3):
     return best[which], which
 
 
-def measure(n_energies, n_positions, frame_size, n_modes=1, epochs=3, batch_size=16, roofline=True, seed=0, devices=None):
+def measure(n_energies, n_positions, frame_size, n_modes=1, epochs=3, batch_size=16, roofline=True, seed=0, devices=None, sampling="auto"):
     """Build a synthetic problem, fit ``epochs`` epochs (the first includes compilation) and return
     a dict: epoch seconds (median after the first), FFT-roofline seconds and ratio, memory.
-    ``devices``: split the energies over this many devices (:mod:`ptyjax.sharding`)."""
+    ``devices``: split the energies over this many devices (:mod:`ptyjax.sharding`). ``sampling``: the
+    frame sampler (:mod:`ptyjax.sampling`; "auto" takes the native grid for these 100 eV scans)."""
     t0 = time.perf_counter()
     problem, _, sim = synthetic_problem(n_energies, n_positions, frame_size, n_modes, seed)
     jax.block_until_ready(problem.frames)
     setup = time.perf_counter() - t0
-    config = fit.FitConfig(epochs=epochs, batch_size=batch_size, n_modes=n_modes, defocus_m=sim.defocus_m, checkpoint_every=0)
+    config = fit.FitConfig(epochs=epochs, batch_size=batch_size, n_modes=n_modes, defocus_m=sim.defocus_m, checkpoint_every=0,
+                           sampling=sampling)
     mesh = None if devices is None else energy_mesh(devices)
     result = fit.run_fit(problem, config, progress=False, defocus_m=sim.defocus_m, mesh=mesh)
     epoch = float(np.median(result.epoch_times[1:])) if len(result.epoch_times) > 1 else float(result.epoch_times[0])
     out = dict(energies=n_energies, positions=n_positions, frame=frame_size, modes=n_modes, batch=batch_size,
+               sampling=problem.geometry.with_sampling(sampling).sampling,
                frames_gb=problem.frames.size * 4 / 1e9, setup_s=setup, first_epoch_s=result.epoch_times[0], epoch_s=epoch,
                loss_first=result.loss_history[0], loss_last=result.loss_history[-1],
                device=f"{jax.devices()[0].device_kind} x{1 if devices is None else devices}")

@@ -30,7 +30,8 @@ from tqdm.auto import tqdm
 from . import initialise, losses, priors
 from .errors import PtyjaxError
 from .geometry import ObjectGrid
-from .model import OBJECT_MODELS, centre_probe, FrameGeometry, LogObjectStack, Probe, Reconstruction, ScanPositions, illumination, object_patches, patch_gradient, predict_intensity
+from .model import (OBJECT_MODELS, FrameGeometry, LogObjectStack, Probe, Reconstruction, ScanPositions, centre_probe, illumination,
+                    object_patches, patch_gradient, predict_intensity)
 from .physics import wavelength
 from .preconditioning import damped, scale_by_curvature
 
@@ -44,10 +45,12 @@ class FitConfig:
     """Everything that defines a reconstruction run (stored with the results).
 
     Steps: ``object_step`` and ``probe_step`` are in units of the preconditioned (full-projection)
-    step.
-    ``register_every``: epochs between registrations of the energies to each other (moving each
-    energy's object translation into its drift; 0 = never). ``position_step`` is the fraction of the Gauss-Newton step taken for drift and jitter, each
-    move capped at ``position_max_move`` common-grid pixels per step. ``priors`` maps a registered prior name to its options (``weight`` and the rest).
+    step. ``register_every``: epochs between registrations of the energies to each other (moving
+    each energy's object translation into its drift; 0 = never). ``position_step`` is the fraction of
+    the Gauss-Newton step taken for drift and jitter, each move capped at ``position_max_move``
+    common-grid pixels per step. ``priors`` maps a registered prior name to its options (``weight``
+    and the rest). ``sampling``: how frames see the common-grid object, "exact", "native-grid" or
+    "auto" (:mod:`ptyjax.sampling`).
     """
 
     epochs: int = 40
@@ -71,6 +74,7 @@ class FitConfig:
     register_every: int = 5
     object_model: str = "log"
     object_options: dict = field(default_factory=dict)
+    sampling: str = "auto"
 
     def to_dict(self):
         return dataclasses.asdict(self)
@@ -165,7 +169,7 @@ def prepare(dataset, pixel_size_m: float | None = None, stream: bool = False) ->
         frames = jnp.asarray(frames)
     scale = native / dx0
     geometry = FrameGeometry.create(scale, n_y)
-    margin = geometry.window // 2 + GRID_MARGIN_PX
+    margin = geometry.reach + GRID_MARGIN_PX
     grid = ObjectGrid.covering(nominal[valid], window_m=(n_y * native.max(),) * 2, pixel_size=dx0, margin_px=margin)
     return Problem(
         energies_ev=np.asarray(dataset.energies_ev, dtype=np.float64),
@@ -267,7 +271,7 @@ class Engine(eqx.Module):
         context = priors.PriorContext(problem.energies_ev, problem.grid.shape)
         spec = {k: dict(v) for k, v in config.priors.items() if v.get("weight", 1.0) != 0}
         return cls(
-            geometry=problem.geometry,
+            geometry=problem.geometry.with_sampling(config.sampling),
             context=context,
             prior_spec=tuple((k, tuple(sorted(v.items()))) for k, v in spec.items()),
             loss_name=config.loss,
@@ -284,12 +288,12 @@ class Engine(eqx.Module):
         model = predict_intensity(params, self.geometry, indices, patches)
         data = losses.get(self.loss_name)(model, frames, weight)
         prior = priors.total(params, self.context, self.priors)
-        return data + prior, (data, prior, jax.lax.stop_gradient(patches))
+        return data + prior, (data, prior, jax.lax.stop_gradient(patches[0]))
 
     def curvature(self, params, frames, weight, indices, patches):
         """Diagonal curvature pytree (same structure as ``params``) for the preconditioner.
 
-        ``patches``: the object patches of the forward pass (reused, not recomputed).
+        ``patches``: the whole-pixel object patches of the forward pass (reused, not recomputed).
         """
         photons = jnp.maximum(jnp.sum(weight * frames), 1.0) / losses.get(self.loss_name).curvature
         illum = illumination(params, self.geometry, indices, self.context.object_shape) / photons
@@ -297,8 +301,7 @@ class Engine(eqx.Module):
         point_weight = jnp.max(weight, axis=(-2, -1))  # (E, B): 0 for padding frames
         object_intensity = jnp.sum(point_weight[..., None, None] * jnp.abs(patches) ** 2, axis=1) / photons
         h_probe = damped(object_intensity, self.floor)[:, None]
-        # Positions: Gauss-Newton diagonal sum |P|^2 |d patch / d r|^2 per point and direction, with
-        # the patch derivative taken spectrally (three FFTs instead of two more resamplings).
+        # Positions: Gauss-Newton diagonal sum |P|^2 |d patch / d r|^2 per point and direction.
         probe_intensity = jnp.sum(jnp.abs(params.probe()) ** 2, axis=1)[:, None]  # (E, 1, N, N)
         h_point = jnp.stack(
             [jnp.sum(probe_intensity * jnp.abs(d) ** 2, axis=(-2, -1)) / photons for d in patch_gradient(patches, self.geometry.scale)],

@@ -1,13 +1,11 @@
 """The differentiable forward model: object stack, probes and scan positions -> detector intensities.
 
 All energies share one common object grid of pixel size ``dx0`` (metres). Energy ``e`` has its own
-native real-space pixel size ``dx_e = lambda_e z / (N p)`` (see :mod:`ptyjax.geometry`); its exit wave
-is formed on that native grid, so the object is *resampled* from the common grid at the native sample
-points ``r_j + (i - N//2) dx_e`` of every frame. The resampling is separable windowed-sinc (Lanczos)
-interpolation, written as two small matrices per frame (``W_y @ crop @ W_x^T``) whose entries depend
-smoothly on the position: one operation that handles the energy-dependent pixel size, sub-pixel
-positions and their gradients together. When ``dx_e > dx0`` the kernel is stretched by ``dx_e/dx0`` so
-that the object is low-passed to the band the detector sees at that energy instead of aliased.
+native real-space pixel size ``dx_e = lambda_e z / (N p)`` (see :mod:`ptyjax.geometry`); its exit waves
+are formed on that native grid, from the object sampled at each frame's native points
+(:mod:`ptyjax.sampling`: per-frame Lanczos matrices, or a per-step native-grid resampling with the
+sub-pixel rest of each position moved into the probe). Exit wave = probe modes x object patch;
+detector intensity = far-field intensity summed over the incoherent modes.
 
 Units: positions and drift/jitter parameters are in *common-grid pixels* inside the model (well
 scaled for optimisers); :mod:`ptyjax.fit` converts to metres at the boundary.
@@ -15,18 +13,14 @@ scaled for optimisers); :mod:`ptyjax.fit` converts to metres at the boundary.
 
 from __future__ import annotations
 
-import math
-
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from .propagation import farfield_intensity
-
-# Lanczos-3: the usual compromise between ringing and sharpness for image resampling.
-LANCZOS_A = 3
-
+from .sampling import (FrameGeometry, crop_patches, extract_patches, frame_origins, frame_patches, native_objects,  # noqa: F401 (re-exported)
+                       shift_ramp, whole_pixel_patches)
 
 class ObjectStack(eqx.Module):
     """Base class of object parametrisations: calling it gives the complex stack (E, Ny, Nx)."""
@@ -151,78 +145,32 @@ class Reconstruction(eqx.Module):
     positions: ScanPositions
 
 
-class FrameGeometry(eqx.Module):
-    """Static description of how each energy's frames sample the common grid.
+def shift_probes(probe, shifts):
+    """Probes (E, M, N, N) translated by ``shifts`` (E, B, 2) native pixels, one per frame:
+    (E, B, M, N, N), by a Fourier phase ramp (exact for a band-limited probe, periodic in the frame).
 
-    ``scale`` (E,): native pixel size over common pixel size, ``dx_e / dx0`` (>= ~1). ``frame_size``:
-    N. ``window``: side of the object crop that holds every frame's interpolation support.
+    A frame whose origin has the sub-pixel rest ``f`` sees ``P(r) O(r + f)``; translated by ``f``
+    that exit wave is ``P(r - f) O(r)``, with the same far-field intensity. So the probe moves by
+    ``f`` and the object needs only a whole-pixel crop (native-grid sampling).
     """
-
-    scale: jax.Array
-    frame_size: int = eqx.field(static=True)
-    window: int = eqx.field(static=True)
-
-    @classmethod
-    def create(cls, scale, frame_size: int):
-        scale = np.asarray(scale, dtype=np.float64)
-        support = max(1.0, float(scale.max()))
-        window = int(math.ceil((frame_size - 1) * float(scale.max()) + 2 * LANCZOS_A * support)) + 2
-        return cls(jnp.asarray(scale, jnp.float32), int(frame_size), window)
-
-
-def lanczos(x, a: int = LANCZOS_A):
-    """Lanczos kernel ``sinc(x) sinc(x/a)`` for ``|x| < a``, else 0."""
-    return jnp.where(jnp.abs(x) < a, jnp.sinc(x) * jnp.sinc(x / a), 0.0)
-
-
-def _interpolation_matrix(centre, start, scale, frame_size: int, window: int):
-    """Weights (N, W) mapping a 1-D object crop starting at pixel ``start`` to the N native samples
-    at ``centre + (i - N//2) * scale`` (common-grid pixel units)."""
-    stretch = jnp.maximum(scale, 1.0)
-    samples = centre + (jnp.arange(frame_size) - frame_size // 2) * scale
-    distance = samples[:, None] - (start + jnp.arange(window))[None, :].astype(samples.dtype)
-    weights = lanczos(distance / stretch)
-    return weights / jnp.sum(weights, axis=1, keepdims=True)
-
-
-def extract_patch(obj, centre, scale, frame_size: int, window: int):
-    """Object (Ny, Nx) resampled on the native N x N frame grid centred at ``centre`` (y, x) pixels."""
-    half = (frame_size // 2) * scale + LANCZOS_A * jnp.maximum(scale, 1.0)
-    limit = jnp.array(obj.shape) - window
-    start = jnp.clip(jnp.floor(centre - half).astype(jnp.int32), 0, limit)
-    crop = jax.lax.dynamic_slice(obj, (start[0], start[1]), (window, window))
-    w_y = _interpolation_matrix(centre[0], start[0], scale, frame_size, window)
-    w_x = _interpolation_matrix(centre[1], start[1], scale, frame_size, window)
-    return _real_matmul(w_x.T, _real_matmul(w_y, crop), right=True)
-
-
-def _real_matmul(weights, z, right: bool = False):
-    """``weights @ z`` (or ``z @ weights``) for real weights and complex ``z``: two real products,
-    half the arithmetic of promoting the weights to complex."""
-    product = (lambda a: a @ weights.astype(a.dtype)) if right else (lambda a: weights.astype(a.dtype) @ a)
-    if not jnp.iscomplexobj(z):
-        return product(z)
-    return jax.lax.complex(product(jnp.real(z)), product(jnp.imag(z)))
-
-
-def extract_patches(objects, centres, geometry: FrameGeometry):
-    """Patches (E, B, N, N) of ``objects`` (E, Ny, Nx) at ``centres`` (E, B, 2) pixels."""
-    per_energy = jax.vmap(extract_patch, in_axes=(None, 0, None, None, None))
-    return jax.vmap(per_energy, in_axes=(0, 0, 0, None, None))(
-        objects, centres, geometry.scale, geometry.frame_size, geometry.window
-    )
+    ramp = shift_ramp(shifts, probe.shape[-1])
+    return jnp.fft.ifft2(jnp.fft.fft2(probe)[:, None] * ramp[:, :, None])
 
 
 def object_patches(params: Reconstruction, geometry: FrameGeometry, indices):
-    """Object patches (E, B, N, N) seen by the frames ``indices`` (E, B) on their native grids."""
+    """What the frames ``indices`` (E, B) see of the object: patches (E, B, N, N) and the probes'
+    sub-pixel rests (E, B, 2) or ``None`` (:func:`ptyjax.sampling.frame_patches`)."""
     centres = jnp.take_along_axis(params.positions(), indices[..., None], axis=1)
-    return extract_patches(params.object(), centres, geometry)
+    return frame_patches(params.object(), centres, geometry)
 
 
 def exit_waves(params: Reconstruction, geometry: FrameGeometry, indices, patches=None):
-    """Exit waves (E, B, M, N, N) of the frames ``indices`` (E, B) (point index per energy)."""
-    patches = object_patches(params, geometry, indices) if patches is None else patches
-    return params.probe()[:, None] * patches[:, :, None]
+    """Exit waves (E, B, M, N, N) of the frames ``indices`` (E, B) (point index per energy), up to a
+    sub-pixel translation that leaves their far-field intensities unchanged. ``patches``: the
+    output of :func:`object_patches`, if already computed."""
+    patches, rests = object_patches(params, geometry, indices) if patches is None else patches
+    probe = params.probe()[:, None] if rests is None else shift_probes(params.probe(), rests)
+    return probe * patches[:, :, None]
 
 
 def predict_intensity(params: Reconstruction, geometry: FrameGeometry, indices, patches=None):
@@ -231,29 +179,25 @@ def predict_intensity(params: Reconstruction, geometry: FrameGeometry, indices, 
 
 
 def patch_gradient(patches, scale):
-    """Spatial derivatives (dy, dx) of patches (E, B, N, N) per *common-grid* pixel, by spectral
-    differentiation on the native grid (``scale`` (E,): native over common pixel size)."""
-    n = patches.shape[-1]
-    f = jnp.fft.fftfreq(n)
-    spectrum = jnp.fft.fft2(patches)
+    """Spatial derivatives (d/dy, d/dx) of patches (E, B, N, N) per *common-grid* pixel (central
+    differences on the native grid; ``scale`` (E,): native over common pixel size)."""
     per_common = (1.0 / scale)[:, None, None, None]
-    dy = jnp.fft.ifft2(spectrum * (2j * jnp.pi * f)[:, None]) * per_common
-    dx = jnp.fft.ifft2(spectrum * (2j * jnp.pi * f)[None, :]) * per_common
-    return dy, dx
+    return tuple(d * per_common for d in jnp.gradient(patches, axis=(-2, -1)))
 
 
 def insert_patches(patches, centres, geometry: FrameGeometry, object_shape):
-    """Adjoint of :func:`extract_patches` for real patches (E, B, N, N): their sum on the grid (E, Ny, Nx)."""
+    """Adjoint of patch extraction (:func:`ptyjax.sampling.whole_pixel_patches`) for real patches
+    (E, B, N, N) at ``centres``: their sum on the common grid (E, Ny, Nx)."""
     template = jnp.zeros((centres.shape[0],) + tuple(object_shape), patches.dtype)
-    transpose = jax.linear_transpose(lambda o: extract_patches(o, centres, geometry), template)
-    return transpose(patches)[0]
+    _, adjoint = jax.vjp(lambda o: jnp.real(whole_pixel_patches(o, centres, geometry)), template)
+    return adjoint(patches)[0]
 
 
 def illumination(params: Reconstruction, geometry: FrameGeometry, indices, object_shape):
     """Probe intensity of the frames ``indices`` summed onto the common grid, (E, Ny, Nx).
 
     The adjoint of patch extraction applied to ``sum_modes |P|^2``: the weights with which those
-    frames' data enter each object pixel.
+    frames' data enter each object pixel (to the nearest native pixel: a preconditioner's accuracy).
     """
     centres = jax.lax.stop_gradient(jnp.take_along_axis(params.positions(), indices[..., None], axis=1))
     probe_intensity = jnp.sum(jnp.abs(params.probe()) ** 2, axis=1)  # (E, N, N)

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from ptyjax import losses
-from ptyjax.model import FrameGeometry, LogObjectStack, Probe, Reconstruction, ScanPositions, extract_patch, extract_patches, illumination, insert_patches, predict_intensity
+from ptyjax.model import FrameGeometry, LogObjectStack, Probe, Reconstruction, ScanPositions, extract_patches, illumination, insert_patches, predict_intensity
+from ptyjax.sampling import choose_sampling, whole_pixel_patches
 
 
 def smooth_image(shape, pixel_shift=(0.0, 0.0)):
@@ -15,21 +16,23 @@ def smooth_image(shape, pixel_shift=(0.0, 0.0)):
     return np.exp(-((y - shape[0] / 2) ** 2 + (x - shape[1] / 2) ** 2) / (2 * 6.0**2)) * np.exp(1j * 0.05 * x)
 
 
-def test_integer_position_scale_one_is_a_plain_crop():
+@pytest.mark.parametrize("sampling", ["exact", "native-grid"])
+def test_integer_position_scale_one_is_a_plain_crop(sampling):
     obj = jnp.asarray(smooth_image((48, 48)), jnp.complex64)
-    geometry = FrameGeometry.create([1.0], 16)
-    patch = extract_patch(obj, jnp.array([20.0, 25.0]), 1.0, 16, geometry.window)
+    geometry = FrameGeometry.create([1.0], 16, sampling)
+    patch = extract_patches(obj[None], jnp.array([[[20.0, 25.0]]]), geometry)[0, 0]
     np.testing.assert_allclose(np.asarray(patch), np.asarray(obj[12:28, 17:33]), atol=1e-6)
 
 
+@pytest.mark.parametrize("sampling", ["exact", "native-grid"])
 @pytest.mark.parametrize("scale", [1.0, 1.27])
-def test_subpixel_and_scaled_sampling_matches_the_continuous_function(scale):
+def test_subpixel_and_scaled_sampling_matches_the_continuous_function(scale, sampling):
     # A band-limited image sampled at fractional positions with a stretched grid (energy-dependent pixel size).
     shape = (64, 64)
     obj = jnp.asarray(smooth_image(shape), jnp.complex64)
     centre = np.array([31.37, 30.81])
-    geometry = FrameGeometry.create([scale], 16)
-    patch = np.asarray(extract_patch(obj, jnp.asarray(centre, jnp.float32), scale, 16, geometry.window))
+    geometry = FrameGeometry.create([scale], 16, sampling)
+    patch = np.asarray(extract_patches(obj[None], jnp.asarray(centre, jnp.float32)[None, None], geometry)[0, 0])
     samples = centre[:, None] + (np.arange(16) - 8) * scale
     yy, xx = np.meshgrid(samples[0], samples[1], indexing="ij")
     exact = np.exp(-((yy - 32) ** 2 + (xx - 32) ** 2) / (2 * 6.0**2)) * np.exp(1j * 0.05 * xx)
@@ -48,30 +51,31 @@ def make_params(rng, n_e=2, n_pos=5, frame=16, shape=(40, 40), modes=2):
     return Reconstruction(obj, Probe.from_complex(10 * probe), positions)
 
 
-def test_illumination_is_the_adjoint_of_patch_extraction():
+@pytest.mark.parametrize("sampling", ["exact", "native-grid"])
+def test_illumination_is_the_adjoint_of_patch_extraction(sampling):
     rng = np.random.default_rng(0)
     params = make_params(rng)
-    geometry = FrameGeometry.create([1.0, 1.15], 16)
+    geometry = FrameGeometry.create([1.0, 1.15], 16, sampling)
     indices = jnp.asarray(np.tile(np.arange(5), (2, 1)))
     centres = jnp.take_along_axis(params.positions(), indices[..., None], axis=1)
     p2 = jnp.broadcast_to(jnp.sum(jnp.abs(params.probe()) ** 2, axis=1)[:, None], (2, 5, 16, 16))
     adjoint = np.asarray(insert_patches(p2, centres, geometry, (40, 40)))
-    # <extract(o), |P|^2> == <o, adjoint(|P|^2)> for a real test image o.
+    # <extract(o), |P|^2> == <o, adjoint(|P|^2)> for a real test image o (whole-pixel extraction).
     o = jnp.asarray(rng.random((2, 40, 40)), jnp.float32)
-    lhs = np.sum(np.asarray(extract_patches(o, centres, geometry)) * np.asarray(p2))
+    lhs = np.sum(np.real(np.asarray(whole_pixel_patches(o, centres, geometry))) * np.asarray(p2))
     np.testing.assert_allclose(lhs, np.sum(np.asarray(o) * adjoint), rtol=1e-4)
     # The preconditioner's illumination is that adjoint, clipped at zero (Lanczos lobes).
     illum = np.asarray(illumination(params, geometry, indices, (40, 40)))
     np.testing.assert_allclose(illum, np.maximum(adjoint, 0), rtol=1e-5, atol=1e-3 * adjoint.max())
 
 
-@pytest.mark.parametrize("loss_name", ["amplitude", "poisson"])
-def test_gradients_match_finite_differences(loss_name):
+@pytest.mark.parametrize("loss_name,sampling", [("amplitude", "native-grid"), ("poisson", "exact")])
+def test_gradients_match_finite_differences(loss_name, sampling):
     jax.config.update("jax_enable_x64", True)
     try:
         rng = np.random.default_rng(1)
         params = jax.tree.map(lambda x: x.astype(jnp.float64), make_params(rng))
-        geometry = FrameGeometry.create([1.0, 1.15], 16)
+        geometry = FrameGeometry.create([1.0, 1.15], 16, sampling)
         indices = jnp.asarray(np.tile(np.arange(5), (2, 1)))
         measured = rng.poisson(np.asarray(predict_intensity(make_params(np.random.default_rng(2)), geometry, indices))).astype(float)
         weight = jnp.ones((2, 1, 16, 16)).at[:, :, 3, 4].set(0.0)
@@ -99,3 +103,11 @@ def test_gradients_match_finite_differences(loss_name):
             np.testing.assert_allclose(analytic, numeric, rtol=1e-4, atol=1e-10 * abs(float(objective(params))))
     finally:
         jax.config.update("jax_enable_x64", False)
+
+
+def test_auto_sampling_takes_the_native_grid_within_one_edge_only():
+    assert choose_sampling([1.0, 1.012]) == "native-grid"  # one edge: 1.2 % spread
+    assert choose_sampling([1.0, 1.28]) == "exact"  # Mn and Ni edges in one stack
+    assert choose_sampling([1.0, 1.28], "native-grid") == "native-grid"
+    with pytest.raises(Exception, match="sampling must be one of"):
+        choose_sampling([1.0], "nearest")

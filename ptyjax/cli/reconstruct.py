@@ -22,6 +22,9 @@ def add_parser(subparsers):
     p.add_argument("--loss", choices=["amplitude", "poisson"], help="noise model")
     p.add_argument("--defocus", type=float, dest="defocus_m", help="starting probe defocus in m (default: estimated)")
     p.add_argument("--no-positions", action="store_true", help="do not refine scan positions")
+    p.add_argument("--sampling", choices=["auto", "exact", "native-grid"],
+                   help="how frames see the object: per-frame matrices (exact), one resampling per step (native-grid, faster; "
+                        "for one edge), or auto (default: native-grid when all pixels are within 2 %%)")
     p.add_argument("--seed", type=int, help="random seed of the minibatch order")
     p.add_argument("--checkpoint", help="checkpoint file (default: OUTPUT.ckpt)")
     p.add_argument("--checkpoint-every", type=int, dest="checkpoint_every", help="epochs between checkpoints (default 5)")
@@ -54,7 +57,7 @@ def with_prior_weights(config, assignments):
 
 
 def run(args) -> int:
-    overrides = {k: getattr(args, k) for k in ("epochs", "batch_size", "n_modes", "loss", "defocus_m", "seed", "checkpoint_every")}
+    overrides = {k: getattr(args, k) for k in ("epochs", "batch_size", "n_modes", "loss", "defocus_m", "seed", "checkpoint_every", "sampling")}
     if args.no_positions:
         overrides["refine_positions"] = False
     plugins.load_all(args.plugin)

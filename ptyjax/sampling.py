@@ -1,0 +1,200 @@
+"""How each frame sees the common-grid object: two samplers of the object at a frame's native points.
+
+All energies share one common object grid of pixel size ``dx0``; energy ``e`` forms its exit waves on
+its native grid of pixel ``dx_e = scale_e dx0`` (``scale_e >= 1``), and frame pixel ``i`` sees the
+common-grid point ``centre + (i - N//2) scale_e``. Two ways to get the object there:
+
+``"exact"``
+    per frame, separable Lanczos matrices from the common grid straight to the frame's points (the
+    kernel stretched by ``scale`` so it low-passes instead of aliasing). Each frame samples the
+    object at its own sub-pixel phase, so frames at different positions together constrain the
+    object finer than one energy's native pixel. Cost O(N^3) per frame (two small matrix products).
+``"native-grid"``
+    once per step and energy, the whole object resampled onto a fixed native grid
+    (:func:`ptyjax.resampling.resample_2d`); per frame, a crop at the nearest whole native pixel,
+    the sub-pixel rest going to the probe as a Fourier shift (:func:`ptyjax.model.shift_probes`).
+    Cost O(pixels x taps) per step plus O(N^2) per frame: 3-8x faster epochs on CPU. Every frame of
+    an energy sees the same native samples, so detail finer than the native pixel is not
+    constrained: on the ``small`` preset (pixels 1.28x apart across the Mn and Ni edges) the
+    Mn-edge phase FRC fell from 28 to 39 nm.
+
+``"auto"`` (the default) takes ``native-grid`` when every energy's pixel is within
+:data:`NATIVE_GRID_MAX_SPREAD` of the common pixel (one absorption edge: 1-2 % across 100-200 eV),
+where the two agree, and ``exact`` otherwise.
+"""
+
+from __future__ import annotations
+
+import math
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from .errors import PtyjaxError
+from .resampling import LANCZOS_A, lanczos, per_part, resample_2d, resampling_taps
+
+SAMPLINGS = ("auto", "exact", "native-grid")
+# Largest native/common pixel ratio minus one for which "auto" takes the native grid. 2 %: an edge
+# scan of 200 eV at 6.5 keV spans 3 %, at 8.3 keV 2.4 %; at that spread an N = 256 frame's outer
+# pixel moves by under 2.6 common pixels between the finest and coarsest energy -- and in tests the
+# two samplers agreed (NRMSE within 1e-3) for Ni-edge energies 0.9 % apart.
+NATIVE_GRID_MAX_SPREAD = 0.02
+
+
+def choose_sampling(scale, sampling: str = "auto") -> str:
+    """The sampler for native/common pixel ratios ``scale``: ``sampling`` unless it is "auto"."""
+    if sampling not in SAMPLINGS:
+        raise PtyjaxError(f"sampling must be one of {', '.join(SAMPLINGS)}, not {sampling!r}")
+    if sampling != "auto":
+        return sampling
+    return "native-grid" if float(np.max(scale)) - 1.0 <= NATIVE_GRID_MAX_SPREAD else "exact"
+
+
+class FrameGeometry(eqx.Module):
+    """Static description of how each energy's frames sample the common grid.
+
+    ``scale`` (E,): native pixel size over common pixel size, ``dx_e / dx0`` (>= ~1). ``frame_size``:
+    N. ``sampling``: "exact" or "native-grid" (see the module). ``window``: side of the common-grid
+    crop holding an exact frame's interpolation support. ``taps``/``adjoint_taps``: band half-widths
+    of the native-grid resampling. ``reach``: the largest distance (common pixels) from a frame's
+    centre to a common-grid pixel it depends on (the grid's margin around the scan).
+    ``native_is_common``: every scale is exactly 1 (e.g. one energy), so no resampling is needed.
+    """
+
+    scale: jax.Array
+    frame_size: int = eqx.field(static=True)
+    sampling: str = eqx.field(static=True)
+    window: int = eqx.field(static=True)
+    taps: int = eqx.field(static=True)
+    adjoint_taps: int = eqx.field(static=True)
+    reach: int = eqx.field(static=True)
+    native_is_common: bool = eqx.field(static=True, default=False)
+
+    @classmethod
+    def create(cls, scale, frame_size: int, sampling: str = "auto"):
+        scale = np.asarray(scale, dtype=np.float64)
+        stretch = max(1.0, float(scale.max()))
+        window = int(math.ceil((frame_size - 1) * float(scale.max()) + 2 * LANCZOS_A * stretch)) + 2
+        taps, adjoint_taps = resampling_taps(scale)
+        reach = max(window // 2, int(math.ceil((frame_size // 2 + 2) * stretch)) + taps)
+        return cls(jnp.asarray(scale, jnp.float32), int(frame_size), choose_sampling(scale, sampling), window, taps,
+                   adjoint_taps, reach, bool(np.all(scale == 1.0)))
+
+    def with_sampling(self, sampling: str):
+        """The same geometry with another sampler ("auto" re-chooses from the scales)."""
+        return FrameGeometry.create(np.asarray(self.scale), self.frame_size, sampling)
+
+
+def frame_patches(objects, centres, geometry: FrameGeometry):
+    """What frames at ``centres`` (E, B, 2) common-grid pixels see of ``objects`` (E, Ny, Nx): patches
+    (E, B, N, N) on their native grids and the sub-pixel rests (E, B, 2) that the probes take, or
+    ``None`` when the patches already include them (exact sampling)."""
+    if geometry.sampling == "exact":
+        return exact_patches(objects, centres, geometry), None
+    starts, rests = frame_origins(centres, geometry)
+    return crop_patches(native_objects(objects, geometry), starts, geometry), rests
+
+
+def whole_pixel_patches(objects, centres, geometry: FrameGeometry):
+    """:func:`frame_patches` without the probes' sub-pixel rests: the linear map whose adjoint
+    spreads per-frame weights onto the common grid (:func:`ptyjax.model.insert_patches`)."""
+    return frame_patches(objects, centres, geometry)[0]
+
+
+def extract_patches(objects, centres, geometry: FrameGeometry):
+    """Patches (E, B, N, N) of ``objects`` (E, Ny, Nx) at the exact native points of frames at
+    ``centres`` (E, B, 2) pixels. Native-grid sampling applies the sub-pixel rest as a Fourier shift
+    of a crop widened by N/2 (so its periodic wrap stays outside the patch). For inspection and
+    tests: the forward model moves the probe instead."""
+    if geometry.sampling == "exact":
+        return exact_patches(objects, centres, geometry)
+    starts, rests = frame_origins(centres, geometry)
+    margin = geometry.frame_size // 2
+    wide = crop_patches(native_objects(objects, geometry), starts, geometry, margin)
+    shifted = jnp.fft.ifft2(jnp.fft.fft2(wide) * shift_ramp(-rests, wide.shape[-1]))
+    return shifted[..., margin:-margin, margin:-margin]
+
+
+def shift_ramp(shifts, n: int):
+    """Fourier phase ramps (..., N, N) that translate an N x N image by ``shifts`` (..., 2) pixels."""
+    q = jnp.fft.fftfreq(n)
+    phase = q[:, None] * shifts[..., 0, None, None] + q[None, :] * shifts[..., 1, None, None]
+    return jnp.exp(-2j * jnp.pi * phase)
+
+
+# --- exact: per-frame Lanczos matrices ------------------------------------------------------------
+
+
+def _interpolation_matrix(centre, start, scale, frame_size: int, window: int):
+    """Weights (N, W) mapping a 1-D object crop starting at pixel ``start`` to the N native samples
+    at ``centre + (i - N//2) * scale`` (common-grid pixel units)."""
+    stretch = jnp.maximum(scale, 1.0)
+    samples = centre + (jnp.arange(frame_size) - frame_size // 2) * scale
+    distance = samples[:, None] - (start + jnp.arange(window))[None, :].astype(samples.dtype)
+    weights = lanczos(distance / stretch)
+    return weights / jnp.sum(weights, axis=1, keepdims=True)
+
+
+def _exact_patch(obj, centre, scale, frame_size: int, window: int):
+    """Object (Ny, Nx) resampled on the native N x N frame grid centred at ``centre`` (y, x) pixels."""
+    half = (frame_size // 2) * scale + LANCZOS_A * jnp.maximum(scale, 1.0)
+    limit = jnp.array(obj.shape) - window
+    start = jnp.clip(jnp.floor(centre - half).astype(jnp.int32), 0, limit)
+    crop = jax.lax.dynamic_slice(obj, (start[0], start[1]), (window, window))
+    w_y = _interpolation_matrix(centre[0], start[0], scale, frame_size, window)
+    w_x = _interpolation_matrix(centre[1], start[1], scale, frame_size, window)
+    return _real_matmul(w_x.T, _real_matmul(w_y, crop), right=True)
+
+
+def _real_matmul(weights, z, right: bool = False):
+    """``weights @ z`` (or ``z @ weights``) for real weights and complex ``z``: two real products,
+    half the arithmetic of promoting the weights to complex."""
+    product = (lambda a: a @ weights.astype(a.dtype)) if right else (lambda a: weights.astype(a.dtype) @ a)
+    if not jnp.iscomplexobj(z):
+        return product(z)
+    return jax.lax.complex(product(jnp.real(z)), product(jnp.imag(z)))
+
+
+def exact_patches(objects, centres, geometry: FrameGeometry):
+    """Patches (E, B, N, N) of ``objects`` (E, Ny, Nx) at ``centres`` (E, B, 2), per-frame matrices."""
+    per_energy = jax.vmap(_exact_patch, in_axes=(None, 0, None, None, None))
+    return jax.vmap(per_energy, in_axes=(0, 0, 0, None, None))(objects, centres, geometry.scale, geometry.frame_size, geometry.window)
+
+
+# --- native grid: one resampling per step, whole-pixel crops ---------------------------------------
+
+
+def native_objects(objects, geometry: FrameGeometry):
+    """Objects (E, Ny, Nx) resampled onto each energy's native grid, sample ``(j, i)`` at common-grid
+    point ``(j, i) * scale_e`` (points beyond the common grid are zero), as real and imaginary
+    parts (2, E, Ny, Nx): the form :func:`crop_patches` reads."""
+    parts = jnp.stack([jnp.real(objects), jnp.imag(objects)])
+    if geometry.native_is_common:
+        return parts
+    return per_part(lambda part: resample_2d(part, geometry.scale, geometry.taps, geometry.adjoint_taps), parts)
+
+
+def frame_origins(centres, geometry: FrameGeometry):
+    """Native-grid origin of each frame at ``centres`` (E, B, 2) common-grid pixels (y, x): the
+    nearest whole pixel (E, B, 2) int and the rest (E, B, 2) in [-0.5, 0.5], native pixels.
+
+    Frame pixel ``i`` sees native point ``centre / scale + i - N//2``.
+    """
+    origin = centres / geometry.scale[:, None, None] - geometry.frame_size // 2
+    whole = jax.lax.stop_gradient(jnp.round(origin))
+    return whole.astype(jnp.int32), origin - whole
+
+
+def _frame_window(native, start, size: int):
+    return jax.lax.dynamic_slice(native, (start[0], start[1]), (size, size))
+
+
+def crop_patches(native, starts, geometry: FrameGeometry, margin: int = 0):
+    """Complex patches (E, B, N + 2 margin, N + 2 margin) of the native-grid objects ``native`` (from
+    :func:`native_objects`) at the whole-pixel origins ``starts`` (E, B, 2) of :func:`frame_origins`,
+    widened by ``margin`` pixels on every side."""
+    crop = jax.vmap(jax.vmap(_frame_window, in_axes=(None, 0, None)), in_axes=(0, 0, None))
+    parts = jax.vmap(crop, in_axes=(0, None, None))(native, starts - margin, geometry.frame_size + 2 * margin)
+    return jax.lax.complex(parts[0], parts[1])
