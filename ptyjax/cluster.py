@@ -2,21 +2,31 @@
 
 A plain Gaussian mixture on noisy chemical maps over-splits: pixels near the particle edge are
 thin, so their edge energies and ratios are noisy, and the mixture spends extra components on
-noise levels and outliers instead of chemistry. Three things fix that here:
+noise levels and outliers instead of chemistry. Five things fix that here:
 
 1. **Per-pixel uncertainties** (``<name>_std`` maps): the mixture is fitted by *extreme
    deconvolution* (Bovy, Hogg & Roweis, Ann. Appl. Stat. 5, 1657 (2011)): pixel ``i`` is drawn from
    ``N(mu_k, C_k + S_i)`` with ``S_i = diag(std_i^2)``, so ``C_k`` is the *intrinsic* spread of a
    group and a noisy pixel counts for less. Starts come from scikit-learn ``GaussianMixture``.
-2. **Outliers**: the EM is trimmed (TCLUST, Garcia-Escudero et al., Ann. Stat. 36, 1324 (2008)):
-   each step ignores the ``trim_fraction`` least likely pixels, so a few wild values cannot claim a
-   component; BIC is computed on the kept pixels. Pixels whose Mahalanobis distance to every group
-   exceeds the chi-square ``1 - outlier_p`` quantile, or with a non-finite feature, are *outliers*:
-   their data term is dropped, so with spatial smoothing their neighbours decide their group
+2. **Missing features** (NaN, e.g. a weak edge whose fit failed on a thin pixel) are marginalised,
+   as extreme deconvolution allows: the pixel still counts through the features it has. Only a
+   pixel with no feature at all is *unmeasured*. (Dropping every incomplete pixel instead removed
+   half of the thin surface phase of the small preset and lost its group.)
+3. **Outliers**: the EM is trimmed (TCLUST, Garcia-Escudero et al., Ann. Stat. 36, 1324 (2008)):
+   each step ignores the ``trim_fraction`` most atypical pixels (chi-square tail probability of the
+   Mahalanobis distance to the nearest group, comparable between pixels with different numbers of
+   measured features), so a few wild values cannot claim a component; the criteria are computed on
+   the kept pixels. Pixels whose tail probability is below ``outlier_p``, and unmeasured pixels,
+   lose their data term, so with spatial smoothing their neighbours decide their group
    (``outliers="absorb"``), otherwise they are labelled ``-2`` ("unassigned").
-3. **Spatial correlation**: phases are spatially coherent, so the posteriors are smoothed with a
-   mean-field Potts prior on the 8-neighbourhood inside the mask (``spatial_strength`` per
-   neighbour, ``spatial_iterations`` sweeps).
+4. **Number of groups** by the integrated completed likelihood (ICL, Biernacki, Celeux & Govaert,
+   IEEE TPAMI 22, 719 (2000)) rather than BIC: BIC selects the best *density* model and adds
+   components to fit a non-Gaussian group; ICL also charges for ambiguous assignments, so it counts
+   well-separated *clusters*, which is what a phase map is. BIC is still reported.
+5. **Spatial correlation**: phases are spatially coherent, so the posteriors are smoothed with a
+   mean-field Potts prior on the 8-neighbourhood inside the mask, whose strength is estimated from
+   the data by the mean-field-like pseudo-likelihood of Celeux, Forbes & Peyrard (Pattern Recognit.
+   36, 131 (2003)) unless given (``spatial_strength``, ``spatial_iterations`` sweeps).
 
 Features are standardised robustly (median and MAD) before fitting; every result is reported back
 in physical units. Groups are ordered by size, largest first.
@@ -28,6 +38,7 @@ import warnings
 from dataclasses import dataclass
 
 import numpy as np
+from scipy.optimize import minimize_scalar
 from scipy.special import logsumexp
 from scipy.stats import chi2
 from sklearn.exceptions import ConvergenceWarning
@@ -51,6 +62,12 @@ REG_COVAR = 1e-4
 SCREEN_ITERATIONS = 20
 # Iterations of the plain scikit-learn fit that seeds each start.
 START_ITERATIONS = 20
+# Noise variance (standardised units) standing for "not measured": the likelihood of the measured
+# features is then exact to ~1/MISSING_VARIANCE relative, far below the float64 sums' round-off.
+MISSING_VARIANCE = 1e12
+# Upper end of the search for the Potts strength per neighbour: with 8 neighbours, 8 x 5 = 40 nats
+# would outvote any data term; estimates there mean "a uniform field", not a phase map.
+MAX_SPATIAL_STRENGTH = 5.0
 # Starts from the pixels whose noise variance is below this quantile (the thick, well-measured ones).
 RELIABLE_QUANTILE = 0.75
 
@@ -63,7 +80,8 @@ class ClusterResult:
     ``probabilities`` (K, Ny, Nx): posterior of each group (after spatial smoothing), NaN outside.
     ``means`` (K, F) and ``covariances`` (K, F, F): the fitted groups (intrinsic spread, noise
     deconvolved). ``pixel_means``/``pixel_stds`` (K, F): mean and std of the measured values of the
-    pixels labelled with each group. ``counts`` (K,): pixels per group. ``bic`` per ``k_tried``.
+    pixels labelled with each group. ``counts`` (K,): pixels per group. ``bic`` and ``icl`` per
+    ``k_tried``; ``criterion`` the one that chose K; ``spatial_strength`` the Potts strength used.
     ``outliers`` (Ny, Nx) bool: pixels whose data term was dropped.
     """
 
@@ -72,6 +90,9 @@ class ClusterResult:
     features: tuple[str, ...]
     k_tried: np.ndarray
     bic: np.ndarray
+    icl: np.ndarray
+    criterion: str
+    spatial_strength: float
     weights: np.ndarray
     means: np.ndarray
     covariances: np.ndarray
@@ -108,35 +129,59 @@ def adjusted_rand_index_inside(labels, truth_labels) -> float:
     return float(adjusted_rand_score(truth[inside], labels[inside]))
 
 
+def observed_features(x, noise_var):
+    """(N, F) bool: the features of each pixel that were measured (finite value and uncertainty)."""
+    return np.isfinite(x) & np.isfinite(noise_var)
+
+
 def component_log_likelihood(x, noise_var, means, covs, return_inverse=False):
     """``log N(x_i; mu_k, C_k + S_i)`` (N, K) and the squared Mahalanobis distances (N, K).
 
     ``x`` (N, F), ``noise_var`` (N, F) the diagonal of ``S_i``, ``means`` (K, F), ``covs`` (K, F, F).
-    With ``return_inverse`` also ``(C_k + S_i)^-1`` (K, N, F, F), which the EM step reuses.
+    A feature that is NaN in ``x`` or ``noise_var`` is missing and is marginalised out: the density
+    is that of the measured features only (extreme deconvolution with a projection per pixel, Bovy
+    et al. 2011, section 2). It is computed exactly to O(1/:data:`MISSING_VARIANCE`) by giving the
+    missing features that noise variance. With ``return_inverse`` also ``(C_k + S_i)^-1``
+    (K, N, F, F), which the EM step reuses (its rows and columns of missing features are ~0).
     """
+    observed = observed_features(x, noise_var)
+    noise_var = np.where(observed, noise_var, MISSING_VARIANCE)
     total = covs[:, None] + _diag(noise_var)[None]  # (K, N, F, F)
     inverse, logdet = _spd_inverse_logdet(total)
-    residual = x[None] - means[:, None]  # (K, N, F)
+    logdet = logdet - np.log(MISSING_VARIANCE) * (~observed).sum(axis=1)
+    residual = _residual(x, observed, means)  # (K, N, F)
     maha = np.einsum("kni,knij,knj->kn", residual, inverse, residual, optimize=True)
-    loglik = (-0.5 * (maha + logdet + x.shape[1] * np.log(2.0 * np.pi))).T
+    loglik = (-0.5 * (maha + logdet + observed.sum(axis=1) * np.log(2.0 * np.pi))).T
     return (loglik, maha.T, inverse) if return_inverse else (loglik, maha.T)
+
+
+def tail_log_probability(maha, n_observed):
+    """log P(chi^2_d >= min_k maha_ik), d the number of measured features of pixel ``i``: how
+    atypical a pixel is for its nearest group, comparable between pixels with different numbers of
+    measured features (their densities are not)."""
+    return chi2.logsf(maha.min(axis=1), np.maximum(n_observed, 1))
 
 
 def fit_deconvolved_mixture(x, noise_var, weights, means, covs, trim_fraction=0.01, max_iter=200, tol=1e-4):
     """Trimmed extreme-deconvolution EM from a start; returns (weights, means, covs, kept, loglik).
 
+    Missing (NaN) features are marginalised (:func:`component_log_likelihood`); the E-step fills
+    them with their conditional expectation given the measured ones (Bovy et al. 2011, eq. 14-15).
+    Each step ignores the ``trim_fraction`` most atypical pixels (:func:`tail_log_probability`).
     ``loglik`` is the summed log-likelihood of the ``kept`` pixels (bool (N,)); iterations stop when
     it changes by less than ``tol`` per kept pixel.
     """
     n, f = x.shape
     n_keep = n - int(np.floor(trim_fraction * n))
+    observed = observed_features(x, noise_var)
+    n_observed = observed.sum(axis=1)
     previous = -np.inf
     for _ in range(max_iter):
-        comp, _, inverse = component_log_likelihood(x, noise_var, means, covs, return_inverse=True)
+        comp, maha, inverse = component_log_likelihood(x, noise_var, means, covs, return_inverse=True)
         joint = comp + np.log(weights)
         point = logsumexp(joint, axis=1)
         kept = np.zeros(n, bool)
-        kept[np.argsort(-point, kind="stable")[:n_keep]] = True
+        kept[np.argsort(-tail_log_probability(maha, n_observed), kind="stable")[:n_keep]] = True
         loglik = float(point[kept].sum())
         if abs(loglik - previous) < tol * n_keep:
             break
@@ -144,7 +189,7 @@ def fit_deconvolved_mixture(x, noise_var, weights, means, covs, trim_fraction=0.
         resp = np.exp(joint - point[:, None]) * kept[:, None]  # (N, K)
         # Deconvolved expectation (b) and covariance (B) of each pixel's noise-free value per group.
         gain = covs[:, None] @ inverse  # C_k T_ik^-1, (K, N, F, F)
-        b = means[:, None] + (gain @ (x[None] - means[:, None])[..., None])[..., 0]
+        b = means[:, None] + (gain @ _residual(x, observed, means)[..., None])[..., 0]
         big_b = covs[:, None] - gain @ covs[:, None]
         mass = resp.sum(axis=0) + 1e-12
         weights = mass / mass.sum()
@@ -161,19 +206,66 @@ def bic(loglik, n_points, n_groups, n_features):
     return -2.0 * loglik + n_params * np.log(n_points)
 
 
-def spatial_posteriors(log_data, log_weights, mask, strength=1.0, iterations=5):
+def icl(bic_value, posteriors):
+    """Integrated completed likelihood, BIC approximation (lower is better): ``BIC - 2 sum_i log
+    t_i,MAP`` with ``t`` (N, K) the posteriors (Biernacki, Celeux & Govaert, IEEE TPAMI 22, 719
+    (2000), eq. 13; mclust's ``icl``). The extra term is the cost of the pixels' assignments, so
+    groups that overlap (ambiguous pixels) are penalised: ICL counts clusters, BIC density modes."""
+    t = np.asarray(posteriors)
+    return float(bic_value - 2.0 * np.sum(np.log(np.maximum(t.max(axis=1), 1e-300))))
+
+
+def spatial_posteriors(log_data, log_weights, mask, strength=1.0, iterations=5, neighbours=None):
     """Posteriors (K, Ny, Nx) under a mean-field Potts prior on the 8-neighbourhood inside ``mask``.
 
     ``log_data`` (K, Ny, Nx) is the log-likelihood of each pixel under each group (0 where the data
     are dropped). Each sweep adds ``strength`` times the sum of the neighbours' posteriors to the
     log-posterior (mean-field approximation of a Potts model, Zhang, Pattern Recognit. 25, 1992).
-    ``iterations=0`` gives the independent-pixel posteriors. NaN outside the mask.
+    Only pixels of ``neighbours`` (default ``mask``) act on their neighbours: a pixel without data
+    has no evidence of its own to pass on. ``iterations=0`` gives the independent-pixel posteriors.
+    NaN outside the mask.
     """
+    source = mask if neighbours is None else (np.asarray(neighbours, bool) & mask)
     log_prior = log_data + np.asarray(log_weights)[:, None, None]
     q = _softmax(log_prior)
     for _ in range(iterations):
-        q = _softmax(log_prior + strength * _neighbour_sum(np.where(mask, q, 0.0)))
+        q = _softmax(log_prior + strength * _neighbour_sum(np.where(source, q, 0.0)))
     return np.where(mask, q, np.nan)
+
+
+def spatial_strength_pseudo_likelihood(q, log_weights, mask, neighbours=None, max_strength=MAX_SPATIAL_STRENGTH):
+    """Potts strength (per neighbour) maximising the mean-field-like pseudo-likelihood of the
+    posteriors ``q`` (K, Ny, Nx): ``sum_i sum_k q_ik log p(z_i = k | neighbours' q, strength)`` over
+    the pixels of ``neighbours`` (default ``mask``), with ``p`` the Potts conditional of
+    :func:`spatial_posteriors` (Celeux, Forbes & Peyrard, Pattern Recognit. 36, 131 (2003), the
+    M-step for the interaction parameter). Concave in the strength: a bounded 1-D search suffices.
+    """
+    source = mask if neighbours is None else (np.asarray(neighbours, bool) & mask)
+    q = np.where(source, q, 0.0)
+    field = _neighbour_sum(q)[:, source]  # (K, M)
+    q, log_w = q[:, source], np.asarray(log_weights)[:, None]
+
+    def negative(beta):
+        return -float(np.sum(q * (beta * field + log_w - logsumexp(beta * field + log_w, axis=0))))
+
+    return float(minimize_scalar(negative, bounds=(0.0, max_strength), method="bounded", options={"xatol": 1e-3}).x)
+
+
+def fit_spatial(log_data, log_weights, mask, neighbours=None, iterations=5, max_rounds=20, tol=1e-2):
+    """Mean-field Potts posteriors with the strength estimated from the data: alternate
+    :func:`spatial_posteriors` and :func:`spatial_strength_pseudo_likelihood` (the mean-field EM of
+    Celeux et al. 2003 with the groups fixed) until the strength changes by less than ``tol``.
+    Returns (posteriors (K, Ny, Nx), strength)."""
+    strength = 0.0
+    q = spatial_posteriors(log_data, log_weights, mask, 0.0, 0, neighbours)
+    for _ in range(max_rounds):
+        updated = spatial_strength_pseudo_likelihood(q, log_weights, mask, neighbours)
+        q = spatial_posteriors(log_data, log_weights, mask, updated, iterations, neighbours)
+        converged = abs(updated - strength) < tol
+        strength = updated
+        if converged:
+            break
+    return q, strength
 
 
 def cluster_features(
@@ -189,21 +281,29 @@ def cluster_features(
     min_group_fraction: float = 0.02,
     outlier_p: float = 1e-6,
     outliers: str = "absorb",
-    spatial_strength: float = 1.0,
+    criterion: str = "icl",
+    spatial_strength: float | str = "auto",
     spatial_iterations: int = 5,
 ) -> ClusterResult:
     """Cluster pixels of ``mask`` (Ny, Nx) by the maps ``feature_maps`` {name: (Ny, Nx)}.
 
     ``stds`` {name: (Ny, Nx)} are the 1-sigma uncertainties, same units as the maps (missing:
-    none). The number of groups is ``n_groups`` or the BIC minimum over ``k_range`` (inclusive).
+    none). NaN features of a pixel are marginalised; a pixel with none is *unmeasured* (no data
+    term, like an outlier). The number of groups is ``n_groups`` or the minimum of ``criterion``
+    ("icl" or "bic", :func:`icl`, :func:`bic`) over ``k_range`` (inclusive).
     ``n_init`` starts per K (scikit-learn, seeded by ``seed``: same seed, same result).
-    ``trim_fraction``: share of least likely pixels ignored by each EM step. A K whose fit has a
-    group of weight below ``min_group_fraction`` is not chosen (its BIC is still reported).
+    ``trim_fraction``: share of most atypical pixels ignored by each EM step. A K whose fit has a
+    group of weight below ``min_group_fraction`` is not chosen (its criteria are still reported).
     ``outliers``: "absorb" (neighbours decide; unassigned if ``spatial_iterations`` is 0) or
-    "unassigned" (label -2). Set ``spatial_iterations=0`` to switch spatial smoothing off.
+    "unassigned" (label -2). ``spatial_strength``: Potts interaction per neighbour, a number or
+    "auto" (estimated, :func:`fit_spatial`). ``spatial_iterations=0`` switches smoothing off.
     """
     if outliers not in ("absorb", "unassigned"):
         raise PtyjaxError(f"outliers must be 'absorb' or 'unassigned', not {outliers!r}")
+    if criterion not in ("icl", "bic"):
+        raise PtyjaxError(f"criterion must be 'icl' or 'bic', not {criterion!r}")
+    if not (spatial_strength == "auto" or (isinstance(spatial_strength, (int, float)) and spatial_strength >= 0)):
+        raise PtyjaxError(f"spatial_strength must be 'auto' or a number >= 0, not {spatial_strength!r}")
     names = tuple(feature_maps)
     if not names:
         raise PtyjaxError("no features to cluster")
@@ -215,30 +315,44 @@ def cluster_features(
     center, scale = robust_standardisation(x_phys)
     x = (x_phys - center) / scale
     noise_var = (std_phys / scale) ** 2
-    finite = np.all(np.isfinite(x), axis=1) & np.all(np.isfinite(noise_var), axis=1)
-    if finite.sum() < 2 * len(names) + 2:
-        raise PtyjaxError(f"only {finite.sum()} pixels have finite {', '.join(names)}: too few to cluster")
+    observed = observed_features(x, noise_var)
+    x, noise_var = np.where(observed, x, np.nan), np.where(observed, noise_var, np.nan)
+    measured = observed.any(axis=1)
+    complete = observed.all(axis=1)
+    if complete.sum() < 2 * len(names) + 2:
+        raise PtyjaxError(f"only {complete.sum()} pixels have finite {', '.join(names)}: too few to cluster")
 
     k_values = np.array([n_groups] if n_groups else list(range(k_range[0], k_range[1] + 1)))
-    if k_values.min() < 1 or k_values.max() > finite.sum() // 2:
-        raise PtyjaxError(f"cannot form {k_values.tolist()} groups from {finite.sum()} pixels")
+    if k_values.min() < 1 or k_values.max() > complete.sum() // 2:
+        raise PtyjaxError(f"cannot form {k_values.tolist()} groups from {complete.sum()} pixels")
     # The matrices are FxF (tiny): BLAS threads only add overhead (10x on a busy machine).
     with threadpool_limits(limits=1):
-        fits = [_best_fit(x[finite], noise_var[finite], int(k), seed, n_init, trim_fraction) for k in k_values]
+        fits = [_best_fit(x[measured], noise_var[measured], complete[measured], int(k), seed, n_init, trim_fraction) for k in k_values]
     bics = np.array([bic(fit[-1], fit[3].sum(), k, len(names)) for fit, k in zip(fits, k_values)])
+    icls = np.array([icl(b, _posteriors(x[measured][fit[3]], noise_var[measured][fit[3]], *fit[:3])) for b, fit in zip(bics, fits)])
     # A group smaller than min_group_fraction models outliers or noise, not a phase: reject its K.
     too_small = np.array([fit[0].min() < min_group_fraction for fit in fits]) & (k_values > 1)
     if too_small.all():
         raise PtyjaxError(f"every fit with {k_values.tolist()} groups has a group under {min_group_fraction:.1%} of the pixels")
-    weights, means, covs, _, _ = fits[int(np.argmin(np.where(too_small, np.inf, bics)))]
+    score = icls if criterion == "icl" else bics
+    weights, means, covs, _, _ = fits[int(np.argmin(np.where(too_small, np.inf, score)))]
 
-    # Data term of every pixel; outliers and non-finite pixels carry none.
-    comp, maha = component_log_likelihood(np.where(finite[:, None], x, 0.0), noise_var * finite[:, None], means, covs)
-    outlier = ~finite | (maha.min(axis=1) > chi2.isf(outlier_p, len(names)))
+    # Data term of every pixel; outliers and unmeasured pixels carry none.
+    comp, maha = component_log_likelihood(x, noise_var, means, covs)
+    outlier = ~measured | (tail_log_probability(maha, observed.sum(axis=1)) < np.log(outlier_p))
     comp[outlier] = 0.0
     log_data = np.zeros((len(weights),) + mask.shape)
     log_data[:, mask] = comp.T
-    probs = spatial_posteriors(log_data, np.log(weights), mask, spatial_strength, spatial_iterations)
+    informative = np.zeros(mask.shape, bool)
+    informative[mask] = ~outlier
+    if spatial_iterations == 0:
+        strength = 0.0
+        probs = spatial_posteriors(log_data, np.log(weights), mask, 0.0, 0)
+    elif spatial_strength == "auto":
+        probs, strength = fit_spatial(log_data, np.log(weights), mask, informative, spatial_iterations)
+    else:
+        strength = float(spatial_strength)
+        probs = spatial_posteriors(log_data, np.log(weights), mask, strength, spatial_iterations, informative)
     labels = np.full(mask.shape, OUTSIDE, int)
     labels[mask] = np.argmax(probs[:, mask], axis=0)
     if outliers == "unassigned" or spatial_iterations == 0:
@@ -252,8 +366,10 @@ def cluster_features(
     labels = np.where(labels >= 0, relabel[np.maximum(labels, 0)], labels)
     probs, weights, means, covs, counts = probs[order], weights[order], means[order], covs[order], counts[order]
     pix = labels[mask]
-    pixel_means = np.array([np.nanmean(x_phys[pix == k], axis=0) if counts[k] else np.full(len(names), np.nan) for k in range(len(order))])
-    pixel_stds = np.array([np.nanstd(x_phys[pix == k], axis=0) if counts[k] else np.full(len(names), np.nan) for k in range(len(order))])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a feature missing in every pixel of a group: NaN
+        pixel_means = np.array([np.nanmean(x_phys[pix == k], axis=0) if counts[k] else np.full(len(names), np.nan) for k in range(len(order))])
+        pixel_stds = np.array([np.nanstd(x_phys[pix == k], axis=0) if counts[k] else np.full(len(names), np.nan) for k in range(len(order))])
     outlier_map = np.zeros(mask.shape, bool)
     outlier_map[mask] = outlier
     return ClusterResult(
@@ -262,6 +378,9 @@ def cluster_features(
         features=names,
         k_tried=k_values,
         bic=bics,
+        icl=icls,
+        criterion=criterion,
+        spatial_strength=strength,
         weights=weights,
         means=means * scale + center,
         covariances=covs * np.outer(scale, scale),
@@ -305,6 +424,7 @@ def cluster(results_path, features=None, n_groups=None, k_range=(1, 6), seed=0, 
         "probabilities": (result.probabilities, "1"),
         "outliers": (result.outliers, ""),
         "bic": (result.bic, "1"),
+        "icl": (result.icl, "1"),
         "k_tried": (result.k_tried.astype(np.int32), ""),
         "features": (list(features), ""),
         "feature_units": (units, ""),
@@ -326,7 +446,8 @@ def cluster(results_path, features=None, n_groups=None, k_range=(1, 6), seed=0, 
     if "energy" in spectra:
         datasets["energy"] = (np.asarray(spectra["energy"], float), "eV")
     config = {"features": list(features), "n_groups": n_groups, "k_range": list(k_range), "seed": seed, **options}
-    write_group(results_path, "clustering", datasets, attrs={"n_groups": result.n_groups}, config=config)
+    attrs = {"n_groups": result.n_groups, "criterion": result.criterion, "spatial_strength": result.spatial_strength}
+    write_group(results_path, "clustering", datasets, attrs=attrs, config=config)
     return result
 
 
@@ -336,21 +457,28 @@ def group_mean_spectra(stack, labels, n_groups):
     return np.array([np.nanmean(stack[:, labels == k], axis=1) if np.any(labels == k) else np.full(stack.shape[0], np.nan) for k in range(n_groups)])
 
 
-def _best_fit(x, noise_var, k, seed, n_init, trim_fraction):
+def _posteriors(x, noise_var, weights, means, covs):
+    """Independent-pixel posteriors (N, K) of a fitted mixture."""
+    joint = component_log_likelihood(x, noise_var, means, covs)[0] + np.log(weights)
+    return _softmax(joint.T).T
+
+
+def _best_fit(x, noise_var, complete, k, seed, n_init, trim_fraction):
     """Deconvolved fit from the best of ``n_init`` scikit-learn starts.
 
-    Starts alternate between a plain fit of all but the most extreme pixels and one of the reliable
-    pixels (noise below the :data:`RELIABLE_QUANTILE`), where groups separate better. Each start gets a short EM run
-    (:data:`SCREEN_ITERATIONS`); only the best is run to convergence.
+    Starts are fitted on the ``complete`` pixels (every feature measured), alternately all but the
+    most extreme of them and the reliable ones (noise below the :data:`RELIABLE_QUANTILE`), where
+    groups separate better. Each start gets a short EM run (:data:`SCREEN_ITERATIONS`); only the
+    best is run to convergence.
     """
-    noise = noise_var.sum(axis=1)
+    xc, noise = x[complete], noise_var[complete].sum(axis=1)
     # Starts ignore the trim_fraction most extreme pixels (robust radius), as the EM does.
-    radius = np.sum(x**2, axis=1)
+    radius = np.sum(xc**2, axis=1)
     typical = radius <= np.quantile(radius, 1.0 - trim_fraction)
     reliable = typical & (noise <= np.quantile(noise, RELIABLE_QUANTILE))
     best = None
     for i in range(n_init):
-        subset = x[reliable] if i % 2 else x[typical]
+        subset = xc[reliable] if i % 2 else xc[typical]
         # A short plain fit from k-means++ seeds is start enough: the deconvolved EM refines it.
         start = GaussianMixture(k, covariance_type="full", reg_covar=REG_COVAR, random_state=seed + i, init_params="k-means++", max_iter=START_ITERATIONS)
         with warnings.catch_warnings():
@@ -387,6 +515,11 @@ def _spd_inverse_logdet(a):
             inverse[i, j] = inverse[j, i] = sum(inv_low[m][i] * inv_low[m][j] for m in range(i, f))
     logdet = 2.0 * sum(np.log(low[i][i]) for i in range(f))
     return np.moveaxis(inverse, (0, 1), (-2, -1)), logdet
+
+
+def _residual(x, observed, means):
+    """``x_i - mu_k`` (K, N, F), 0 for the missing features."""
+    return np.where(observed[None], np.nan_to_num(x)[None] - means[:, None], 0.0)
 
 
 def _diag(v):

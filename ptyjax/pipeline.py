@@ -25,8 +25,10 @@ STAGE_DEFAULTS = {
     },
     "cluster": {
         "features": ("", "comma-separated /chemistry map names (empty: the thickness-independent ones)"),
-        "n_groups": (0, "fixed number of groups (0: chosen by BIC)"),
-        "max_groups": (6, "largest number of groups tried by BIC"),
+        "n_groups": (0, "fixed number of groups (0: chosen by the criterion)"),
+        "max_groups": (6, "largest number of groups tried"),
+        "criterion": ("icl", "how the number of groups is chosen: icl (well-separated clusters) | bic"),
+        "spatial_strength": ("auto", "Potts interaction per neighbour: a number, or 'auto' (estimated from the data)"),
         "seed": (0, "random seed: same seed, same labels"),
     },
     "report": {
@@ -56,6 +58,7 @@ _RECONSTRUCT_HELP = {
     "checkpoint_every": "epochs between checkpoints",
     "object_model": "object parametrisation (registered in ptyjax.model.OBJECT_MODELS)",
     "object_options": "options of the object parametrisation (set by the model recipe)",
+    "sampling": "how frames see the object: auto | exact (per-frame matrices) | native-grid (faster; one edge)",
 }
 
 
@@ -135,7 +138,9 @@ def run_pipeline(paths, results_path, config: dict | None = None, truth_path=Non
     analyze(results_path, edges=a["edges"] or None, e0_method=a["e0_method"], smooth_px=a["smooth_px"])
     c = config["cluster"]
     features = [f for f in c["features"].split(",") if f] or None
-    clusters = cluster(results_path, features, c["n_groups"] or None, (1, c["max_groups"]), c["seed"])
+    strength = c["spatial_strength"] if c["spatial_strength"] == "auto" else float(c["spatial_strength"])
+    clusters = cluster(results_path, features, c["n_groups"] or None, (1, c["max_groups"]), c["seed"],
+                       criterion=c["criterion"], spatial_strength=strength)
     summary = {"results": str(results_path), "final_loss": result.loss_history[-1], "n_groups": clusters.n_groups}
     if config["report"]["enabled"]:
         page = write_report(results_path, results_path.with_suffix("").as_posix() + "_report", truth_path=truth_path)

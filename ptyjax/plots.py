@@ -127,16 +127,20 @@ def scatter_matrix(features: dict, labels, units: dict | None = None, max_points
     return fig
 
 
-def bic_curve(k_tried, bic, chosen: int | None = None) -> Figure:
-    """BIC against the number of groups; the chosen number marked."""
+def bic_curve(k_tried, scores, chosen: int | None = None, criterion: str = "BIC") -> Figure:
+    """Model-selection criteria ``scores`` {name: (K,)} (or one BIC array) against the number of
+    groups; the chosen number marked on the ``criterion`` curve."""
+    if not isinstance(scores, dict):
+        scores = {"BIC": np.asarray(scores)}
     fig, ax = plt.subplots(figsize=(4, 3))
-    ax.plot(k_tried, bic, "o-", color="black")
-    if chosen is not None and chosen in list(k_tried):
+    for (name, values), style in zip(scores.items(), ("o-", "s--", "^:")):
+        ax.plot(k_tried, values, style, color="black" if name == criterion else "grey", label=name)
+    if chosen is not None and chosen in list(k_tried) and criterion in scores:
         i = list(k_tried).index(chosen)
-        ax.plot([chosen], [bic[i]], "o", ms=12, mfc="none", color="#D55E00", label=f"chosen: {chosen}")
-        ax.legend(fontsize=8, frameon=False)
+        ax.plot([chosen], [scores[criterion][i]], "o", ms=12, mfc="none", color="#D55E00", label=f"chosen: {chosen}")
+    ax.legend(fontsize=8, frameon=False)
     ax.set_xlabel("number of groups K")
-    ax.set_ylabel("BIC (lower is better)")
+    ax.set_ylabel("criterion (lower is better)")
     ax.set_xticks(list(k_tried))
     ax.set_title("Model selection", fontsize=10)
     fig.tight_layout()

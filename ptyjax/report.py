@@ -112,7 +112,8 @@ def _clustering_section(clu, chem, out, pixel_size, truth_path):
     units = dict(zip(features, clu.get("feature_units", [""] * len(features))))
     k = int(clu["means"].shape[0])
     k_tried = np.atleast_1d(clu["k_tried"])
-    how = f"chosen by BIC among K = {', '.join(map(str, k_tried))}" if k_tried.size > 1 else "(fixed)"
+    criterion = str(clu.get("attrs", {}).get("criterion", "bic")).upper()
+    how = f"chosen by {criterion} among K = {', '.join(map(str, k_tried))}" if k_tried.size > 1 else "(fixed)"
     body = [f"<p>{k} groups {how}; features: {', '.join(features)}.</p>"]
     if truth_path is not None:
         truth = read_truth_labels(truth_path)
@@ -132,7 +133,10 @@ def _clustering_section(clu, chem, out, pixel_size, truth_path):
         inside = labels != -1
         values = {f: np.asarray(chem[f])[inside] for f in features}
         body.append(_figure(out, "scatter_matrix.png", plots.scatter_matrix(values, labels[inside], units), "Features per pixel by group"))
-    body.append(_figure(out, "bic.png", plots.bic_curve(np.atleast_1d(clu["k_tried"]), np.atleast_1d(clu["bic"]), k), "BIC against the number of groups"))
+    scores = {"BIC": np.atleast_1d(clu["bic"])}
+    if "icl" in clu:
+        scores["ICL"] = np.atleast_1d(clu["icl"])
+    body.append(_figure(out, "bic.png", plots.bic_curve(k_tried, scores, k, criterion), "Model-selection criteria against the number of groups"))
     if "group_optical_density" in clu and "energy" in clu:
         body.append(_figure(out, "group_spectra.png", plots.group_spectra(clu["energy"], clu["group_optical_density"], clu.get("group_phase")), "Group-mean spectra"))
     body.append(f"<p>Label map TIFF: {_link(export_tiff(out / 'group_labels.tif', labels, pixel_size))}.</p>")
