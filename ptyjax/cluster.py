@@ -68,6 +68,9 @@ MISSING_VARIANCE = 1e12
 # Upper end of the search for the Potts strength per neighbour: with 8 neighbours, 8 x 5 = 40 nats
 # would outvote any data term; estimates there mean "a uniform field", not a phase map.
 MAX_SPATIAL_STRENGTH = 5.0
+# An edge counts as detected in a pixel when its jump exceeds this many standard errors: the usual
+# 3-sigma detection limit (false positives ~1e-3 per pixel for Gaussian noise).
+DETECTION_SNR = 3.0
 # Starts from the pixels whose noise variance is below this quantile (the thick, well-measured ones).
 RELIABLE_QUANTILE = 0.75
 
@@ -391,12 +394,26 @@ def cluster_features(
     )
 
 
-def cluster(results_path, features=None, n_groups=None, k_range=(1, 6), seed=0, **options) -> ClusterResult:
+def absorber_detected(chemistry: dict, min_edge_snr: float = DETECTION_SNR):
+    """(Ny, Nx) bool: pixels where at least one absorption edge's jump exceeds ``min_edge_snr`` times
+    its standard error (``edge_jump_<X>`` / ``edge_jump_<X>_std`` maps of ``/chemistry``)."""
+    jumps = [n for n in chemistry if n.startswith("edge_jump_") and not n.endswith("_std") and f"{n}_std" in chemistry]
+    shape = np.shape(chemistry["mask"])
+    if not jumps:
+        return np.ones(shape, bool)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        snr = [np.asarray(chemistry[n], float) / np.asarray(chemistry[f"{n}_std"], float) for n in jumps]
+    return np.any([np.nan_to_num(s, nan=-np.inf) > min_edge_snr for s in snr], axis=0)
+
+
+def cluster(results_path, features=None, n_groups=None, k_range=(1, 6), seed=0, min_edge_snr=DETECTION_SNR, **options) -> ClusterResult:
     """Cluster the ``/chemistry`` maps of a results file and write ``/clustering``.
 
     ``features``: names of ``/chemistry`` maps (default: those of :data:`THICKNESS_INDEPENDENT`
-    present). ``options`` go to :func:`cluster_features`. Group-mean spectra ``(K, E)`` are written
-    when ``/spectra`` exists.
+    present). Pixels of the mask where no edge is detected (:func:`absorber_detected` with
+    ``min_edge_snr``; 0 keeps all) hold no chemistry: they get no data term, and with spatial
+    smoothing their neighbours decide their group. ``options`` go to :func:`cluster_features`.
+    Group-mean spectra ``(K, E)`` are written when ``/spectra`` exists.
     """
     chemistry = read_group(results_path, "chemistry")
     if "mask" not in chemistry:
@@ -413,7 +430,9 @@ def cluster(results_path, features=None, n_groups=None, k_range=(1, 6), seed=0, 
     missing = [n for n in features if n not in chemistry]
     if missing:
         raise DataError(results_path, f"/chemistry has no {', '.join(missing)} (available: {', '.join(available)})")
-    maps = {n: chemistry[n] for n in features}
+    # Features of pixels without a detected edge are missing (NaN), so the mixture ignores them.
+    silent = ~absorber_detected(chemistry, min_edge_snr) if min_edge_snr > 0 else np.zeros(np.shape(chemistry["mask"]), bool)
+    maps = {n: np.where(silent, np.nan, chemistry[n]) for n in features}
     stds = {n: chemistry[f"{n}_std"] for n in features if f"{n}_std" in chemistry}
     result = cluster_features(maps, chemistry["mask"], stds, n_groups=n_groups, k_range=k_range, seed=seed, **options)
 
@@ -445,7 +464,7 @@ def cluster(results_path, features=None, n_groups=None, k_range=(1, 6), seed=0, 
             datasets[f"group_{name}"] = (group_mean_spectra(spectra[name], result.labels, result.n_groups), "1" if name == "optical_density" else "rad")
     if "energy" in spectra:
         datasets["energy"] = (np.asarray(spectra["energy"], float), "eV")
-    config = {"features": list(features), "n_groups": n_groups, "k_range": list(k_range), "seed": seed, **options}
+    config = {"features": list(features), "n_groups": n_groups, "k_range": list(k_range), "seed": seed, "min_edge_snr": min_edge_snr, **options}
     attrs = {"n_groups": result.n_groups, "criterion": result.criterion, "spatial_strength": result.spatial_strength}
     write_group(results_path, "clustering", datasets, attrs=attrs, config=config)
     return result

@@ -277,3 +277,19 @@ def test_invalid_options_are_errors(synthetic):
         cl.cluster_features(maps, mask, stds, criterion="aic")
     with pytest.raises(cl.PtyjaxError, match="spatial_strength"):
         cl.cluster_features(maps, mask, stds, spatial_strength="high")
+
+
+def test_pixels_without_a_detected_edge_carry_no_chemistry():
+    from ptyjax.cluster import absorber_detected
+
+    rng = np.random.default_rng(3)
+    std = np.full((20, 20), 0.01)
+    jump_mn = np.where(np.arange(20)[None, :] < 10, 0.2, 0.0) + rng.normal(0, 0.01, (20, 20))  # left half: Mn
+    jump_ni = np.zeros((20, 20)) + rng.normal(0, 0.01, (20, 20))
+    jump_ni[15:, 15:] += 0.1  # a Ni-only corner
+    chem = {"mask": np.ones((20, 20), bool), "edge_jump_Mn": jump_mn, "edge_jump_Mn_std": std,
+            "edge_jump_Ni": jump_ni, "edge_jump_Ni_std": std}
+    detected = absorber_detected(chem)
+    assert detected[:, :10].all() and detected[15:, 15:].all()
+    # Elsewhere only noise: 3-sigma detection lets through ~0.3 % of pixels (here at most a few).
+    assert detected[:15, 10:].sum() <= 3
