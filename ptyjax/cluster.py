@@ -34,6 +34,7 @@ in physical units. Groups are ordered by size, largest first.
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 from dataclasses import dataclass
 
@@ -411,8 +412,8 @@ def cluster(results_path, features=None, n_groups=None, k_range=(1, 6), seed=0, 
 
     ``features``: names of ``/chemistry`` maps (default: those of :data:`THICKNESS_INDEPENDENT`
     present). Pixels of the mask where no edge is detected (:func:`absorber_detected` with
-    ``min_edge_snr``; 0 keeps all) hold no chemistry: they get no data term, and with spatial
-    smoothing their neighbours decide their group. ``options`` go to :func:`cluster_features`.
+    ``min_edge_snr``; 0 keeps all) hold no chemistry: they get no data term and are labelled -2
+    ("unassigned": no edge detected). ``options`` go to :func:`cluster_features`.
     Group-mean spectra ``(K, E)`` are written when ``/spectra`` exists.
     """
     chemistry = read_group(results_path, "chemistry")
@@ -435,6 +436,11 @@ def cluster(results_path, features=None, n_groups=None, k_range=(1, 6), seed=0, 
     maps = {n: np.where(silent, np.nan, chemistry[n]) for n in features}
     stds = {n: chemistry[f"{n}_std"] for n in features if f"{n}_std" in chemistry}
     result = cluster_features(maps, chemistry["mask"], stds, n_groups=n_groups, k_range=k_range, seed=seed, **options)
+    # The spatial prior has placed the silent pixels; the label map marks them "no edge detected"
+    # instead, so that a fringe of empty pixels does not show as the largest group.
+    labels = np.where(silent & (result.labels >= 0), UNASSIGNED, result.labels)
+    counts = np.array([np.count_nonzero(labels == k) for k in range(result.n_groups)])
+    result = dataclasses.replace(result, labels=labels, counts=counts)
 
     units = [units_of(results_path, f"chemistry/{n}") for n in features]
     cov_units = [[_product_units(a, b) for b in units] for a in units]

@@ -16,6 +16,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.colors import BoundaryNorm, ListedColormap  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 DPI = 150
 # Colour-blind-safe qualitative palette (Okabe & Ito, 2008) for groups.
@@ -116,6 +117,10 @@ def scatter_matrix(features: dict, labels, units: dict | None = None, max_points
                 ax.set_xlim(_range(x))
                 ax.set_ylim(_range(np.asarray(features[yi])[keep]))
             ax.tick_params(labelsize=6)
+            # Edge energies (~8344 eV) have long tick labels: three ticks, no offset, tilted.
+            ax.xaxis.set_major_locator(MaxNLocator(3))
+            ax.ticklabel_format(useOffset=False, style="plain")
+            plt.setp(ax.get_xticklabels(), rotation=30, ha="right")
             if i == n - 1:
                 ax.set_xlabel(_label(xj, units), fontsize=7)
             if j == 0:
