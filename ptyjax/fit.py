@@ -34,6 +34,7 @@ from .model import (OBJECT_MODELS, FrameGeometry, LogObjectStack, Probe, Reconst
                     object_patches, patch_gradient, predict_intensity)
 from .physics import wavelength
 from .preconditioning import damped, scale_by_curvature
+from .sharding import to_host
 
 # Extra common-grid pixels around the scanned area, so refined positions can move without
 # clamping the interpolation window at the grid border.
@@ -366,14 +367,14 @@ class FitResult:
     defocus_m: np.ndarray | None = None
 
     def object(self):
-        return np.asarray(self.params.object())
+        return to_host(self.params.object())
 
     def probe(self):
-        return np.asarray(self.params.probe())
+        return to_host(self.params.probe())
 
     def positions_m(self):
         """Refined probe positions (E, P, 2), (y, x) in metres (padding points included)."""
-        px = np.asarray(self.params.positions())
+        px = to_host(self.params.positions())
         return np.asarray(self.problem.grid.origin) + px * self.problem.grid.pixel_size
 
 
@@ -390,16 +391,16 @@ def register_energies(params: Reconstruction, scanned, upsample: int = 20) -> Re
 
     if not isinstance(params.object, LogObjectStack):
         return params
-    phase = np.asarray(params.object.phase)
+    phase = to_host(params.object.phase)
     lit_phase = np.where(scanned, phase, 0.0)
     reference = lit_phase.mean(axis=0)
     shifts = np.array([phase_correlation_shift(reference, p, upsample) for p in lit_phase])
     shifts -= shifts.mean(axis=0)  # a common translation of all energies is not an ambiguity to remove
-    log_amplitude = np.stack([fourier_shift(a, s) for a, s in zip(np.asarray(params.object.log_amplitude), shifts)])
+    log_amplitude = np.stack([fourier_shift(a, s) for a, s in zip(to_host(params.object.log_amplitude), shifts)])
     phase_all = np.stack([fourier_shift(p, s) for p, s in zip(phase, shifts)])
     positions = params.positions
     # Shifting the object by +s moves its features to r + s; the beam must follow: drift + s.
-    positions = ScanPositions(positions.nominal, positions.drift + jnp.asarray(shifts, positions.drift.dtype), positions.jitter)
+    positions = ScanPositions(positions.nominal, jnp.asarray(to_host(positions.drift) + shifts, positions.drift.dtype), positions.jitter)
     obj = LogObjectStack(jnp.asarray(log_amplitude, jnp.float32), jnp.asarray(phase_all, jnp.float32))
     return eqx.tree_at(lambda p: (p.object, p.positions), params, (obj, positions))
 
@@ -428,6 +429,9 @@ class _Stopper:
 
 
 def _save_checkpoint(path: Path, state: dict, tree):
+    tree = jax.tree.map(lambda x: to_host(x) if isinstance(x, jax.Array) else x, tree)
+    if jax.process_index() != 0:  # several processes: one writes, all hold the same gathered values
+        return
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "wb") as f:
         header = json.dumps(state).encode()
@@ -608,7 +612,7 @@ def reconstruct(dataset, config: FitConfig | None = None, checkpoint=None, resum
 
 def _scanned(params: Reconstruction, problem: Problem, threshold: float = 0.1):
     indices = jnp.asarray(np.tile(np.arange(problem.point_valid.shape[1]), (problem.n_energies, 1)))
-    illum = np.asarray(illumination(params, problem.geometry, indices, problem.grid.shape))
+    illum = to_host(illumination(params, problem.geometry, indices, problem.grid.shape))
     return illum > threshold * illum.max(axis=(-2, -1), keepdims=True)
 
 
@@ -676,7 +680,7 @@ def save_reconstruction(path, result: FitResult, extra_config: dict | None = Non
         "probe_pixel_size": (problem.native_pixel_size, "m"),
         "positions": (positions, "m"),
         "nominal_positions": (np.where(problem.point_valid[..., None], problem.nominal_m, np.nan), "m"),
-        "drift": (np.asarray(result.params.positions.drift) * problem.grid.pixel_size, "m"),
+        "drift": (to_host(result.params.positions.drift) * problem.grid.pixel_size, "m"),
         "loss": (np.asarray(result.loss_history, np.float64), "1"),
         "epoch_time": (np.asarray(result.epoch_times, np.float64), "s"),
     }
@@ -686,4 +690,6 @@ def save_reconstruction(path, result: FitResult, extra_config: dict | None = Non
     if result.defocus_m is not None:
         datasets["initial_defocus"] = (np.broadcast_to(result.defocus_m, (problem.n_energies,)), "m")
     config = dict(result.config.to_dict(), **(extra_config or {}))
+    if jax.process_index() != 0:  # several processes: all gathered the arrays above, one writes
+        return None
     return results.write_group(path, "reconstruction", datasets, config=config)

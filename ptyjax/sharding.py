@@ -17,9 +17,10 @@ Several hosts: start every process with ``jax.distributed.initialize(coordinator
 process_id)`` (or with no arguments under SLURM / Open MPI / Cloud TPU, which it detects) *before*
 any other JAX call, then call ``fit.reconstruct(dataset, config, devices=jax.device_count())`` in
 every process with the same files. Arrays are built with :func:`jax.make_array_from_callback`, so
-each process reads and holds only its own energies (with ``stream=True`` it reads only their frames).
-Results (``FitResult.object()`` and so on) must then be gathered with
-``jax.experimental.multihost_utils.process_allgather`` before writing.
+each process holds only its own energies (with ``stream=True`` it reads only their frames).
+Host-side steps (energy registration, checkpoints, ``FitResult.object()``, ``save_reconstruction``)
+gather the shards with :func:`to_host` in every process; only process 0 writes files. Tested with
+two processes of two CPU devices each (gloo collectives, ``tests/test_sharding.py``).
 """
 
 from __future__ import annotations
@@ -66,9 +67,10 @@ def place(x, sharding: NamedSharding) -> jax.Array:
     """``x`` (host or device array) as a global array with ``sharding``.
 
     One process: a device-to-device :func:`jax.device_put`. Several processes: each builds its own
-    shards from its copy of ``x`` (:func:`jax.make_array_from_callback`).
+    shards from its copy of ``x`` (:func:`jax.make_array_from_callback`); an array that is already
+    global is resharded in place.
     """
-    if jax.process_count() == 1:
+    if jax.process_count() == 1 or (isinstance(x, jax.Array) and not x.is_fully_addressable):
         return jax.device_put(x, sharding)
     host = np.asarray(x)
     return jax.make_array_from_callback(host.shape, sharding, lambda index: host[index])
@@ -106,3 +108,13 @@ def shard_problem(problem, mesh: Mesh):
     sharding = energy_sharding(mesh)
     frames = problem.frames.with_sharding(sharding) if hasattr(problem.frames, "with_sharding") else place(problem.frames, sharding)
     return dataclasses.replace(problem, frames=frames, pixel_weight=place(problem.pixel_weight, sharding))
+
+
+def to_host(x) -> np.ndarray:
+    """``x`` as a NumPy array on this host: the whole array, also when it is split over several
+    processes (then every process gathers every shard, :func:`multihost_utils.process_allgather`)."""
+    if isinstance(x, jax.Array) and not x.is_fully_addressable:
+        from jax.experimental import multihost_utils
+
+        return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+    return np.asarray(x)

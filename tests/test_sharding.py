@@ -72,3 +72,52 @@ def test_sharded_fit_equals_single_device(data):
         assert losses == pytest.approx(r["loss_single"], rel=1e-5)
     assert r["refused"]  # 6 energies do not split over 4 devices
 
+
+
+MULTIPROCESS = textwrap.dedent(
+    """
+    import json, sys
+    import jax
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    jax.distributed.initialize(f"localhost:{sys.argv[2]}", num_processes=2, process_id=int(sys.argv[3]))
+    import numpy as np
+    from ptyjax import fit
+    from ptyjax.data import Dataset
+
+    assert jax.process_count() == 2 and jax.local_device_count() == 2 and jax.device_count() == 4
+    dataset = Dataset.open(sys.argv[1])
+    config = fit.FitConfig(epochs=3, batch_size=8, defocus_m=270e-6, checkpoint_every=0, position_start_epoch=1, register_every=1)
+    single = fit.reconstruct(dataset, config, progress=False)  # this process alone, one device
+    sharded = fit.reconstruct(dataset, config, progress=False, devices=4)  # both processes, 4 devices
+    leaf = sharded.params.object.log_amplitude
+    scale = float(np.abs(single.object()).max())
+    out = dict(
+        addressable=len(leaf.addressable_shards), global_devices=len(leaf.sharding.device_set),
+        object=float(np.abs(sharded.object() - single.object()).max()) / scale,
+        positions_px=float(np.abs(sharded.positions_m() - single.positions_m()).max()) / single.problem.grid.pixel_size,
+        loss_single=single.loss_history, loss_sharded=sharded.loss_history,
+    )
+    print("RESULT" + json.dumps(out), flush=True)
+    """
+)
+
+
+def test_two_processes_equal_one_device(data):
+    # Several hosts, simulated by two processes of two CPU devices each (gloo collectives): the
+    # energies are split over all four devices, each process holding two of them.
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("localhost", 0))
+        port = s.getsockname()[1]
+    env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_force_host_platform_device_count=2")
+    procs = [subprocess.Popen([sys.executable, "-c", MULTIPROCESS, str(data), str(port), str(i)], env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(2)]
+    outputs = [p.communicate(timeout=400) for p in procs]
+    for p, (out, err) in zip(procs, outputs):
+        assert p.returncode == 0, err[-3000:]
+    for out, _ in outputs:
+        r = json.loads(out.split("RESULT", 1)[1])
+        assert r["global_devices"] == 4 and r["addressable"] == 2  # each process holds half the energies
+        assert r["object"] < 2e-5 and r["positions_px"] < 1e-3  # as in the single-process test
+        assert r["loss_sharded"] == pytest.approx(r["loss_single"], rel=1e-5)
