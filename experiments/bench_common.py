@@ -114,7 +114,7 @@ def measure(n_energies, n_positions, frame_size, n_modes=1, epochs=3, batch_size
     """Build a synthetic problem, fit ``epochs`` epochs (the first includes compilation) and return
     a dict: epoch seconds (median after the first), FFT-roofline seconds and ratio, memory.
     ``devices``: split the energies over this many devices (:mod:`ptyjax.sharding`). ``sampling``: the
-    frame sampler (:mod:`ptyjax.sampling`; "auto" takes the native grid for these 100 eV scans)."""
+    frame sampler (:mod:`ptyjax.sampling`; "auto" takes per-frame matrices for these 100 eV scans)."""
     t0 = time.perf_counter()
     problem, _, sim = synthetic_problem(n_energies, n_positions, frame_size, n_modes, seed)
     jax.block_until_ready(problem.frames)

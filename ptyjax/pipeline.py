@@ -58,7 +58,7 @@ _RECONSTRUCT_HELP = {
     "checkpoint_every": "epochs between checkpoints",
     "object_model": "object parametrisation (registered in ptyjax.model.OBJECT_MODELS)",
     "object_options": "options of the object parametrisation (set by the model recipe)",
-    "sampling": "how frames see the object: auto | exact (per-frame matrices) | native-grid (faster; one edge)",
+    "sampling": "how frames see the object: auto | exact (per-frame matrices) | native-grid (faster, less accurate across pixel sizes)",
 }
 
 

@@ -13,14 +13,17 @@ common-grid point ``centre + (i - N//2) scale_e``. Two ways to get the object th
     once per step and energy, the whole object resampled onto a fixed native grid
     (:func:`ptyjax.resampling.resample_2d`); per frame, a crop at the nearest whole native pixel,
     the sub-pixel rest going to the probe as a Fourier shift (:func:`ptyjax.model.shift_probes`).
-    Cost O(pixels x taps) per step plus O(N^2) per frame: 3-8x faster epochs on CPU. Every frame of
+    Cost O(pixels x taps) per step plus O(N^2) per frame: 1.7-2x faster epochs on CPU. Every frame of
     an energy sees the same native samples, so detail finer than the native pixel is not
     constrained: on the ``small`` preset (pixels 1.28x apart across the Mn and Ni edges) the
     Mn-edge phase FRC fell from 28 to 39 nm.
 
-``"auto"`` (the default) takes ``native-grid`` when every energy's pixel is within
-:data:`NATIVE_GRID_MAX_SPREAD` of the common pixel (one absorption edge: 1-2 % across 100-200 eV),
-where the two agree, and ``exact`` otherwise.
+``"auto"`` (the default) takes ``native-grid`` only where it loses nothing: every energy on the same
+pixel (one energy, or frames binned to a constant pixel), where the native grid *is* the common
+grid and the Fourier shift is exact. Otherwise ``exact``: on the Mn-edge energies of the ``small``
+preset alone (pixels within 1.2 %) ``native-grid`` ran epochs 1.7x faster but with 4 % larger NRMSE
+and 9 % larger OD error (``experiments/results/reconstruction_small_mn_*.md``), a trade for the user
+to choose (``--sampling native-grid``), not a default.
 """
 
 from __future__ import annotations
@@ -36,11 +39,9 @@ from .errors import PtyjaxError
 from .resampling import LANCZOS_A, lanczos, per_part, resample_2d, resampling_taps
 
 SAMPLINGS = ("auto", "exact", "native-grid")
-# Largest native/common pixel ratio minus one for which "auto" takes the native grid. 2 %: an edge
-# scan of 200 eV at 6.5 keV spans 3 %, at 8.3 keV 2.4 %; at that spread an N = 256 frame's outer
-# pixel moves by under 2.6 common pixels between the finest and coarsest energy -- and in tests the
-# two samplers agreed (NRMSE within 1e-3) for Ni-edge energies 0.9 % apart.
-NATIVE_GRID_MAX_SPREAD = 0.02
+# Largest native/common pixel ratio minus one for which "auto" takes the native grid: float32
+# round-off of equal pixel sizes, i.e. only where the native grid is the common grid.
+NATIVE_GRID_MAX_SPREAD = 1e-6
 
 
 def choose_sampling(scale, sampling: str = "auto") -> str:

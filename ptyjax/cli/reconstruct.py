@@ -23,8 +23,9 @@ def add_parser(subparsers):
     p.add_argument("--defocus", type=float, dest="defocus_m", help="starting probe defocus in m (default: estimated)")
     p.add_argument("--no-positions", action="store_true", help="do not refine scan positions")
     p.add_argument("--sampling", choices=["auto", "exact", "native-grid"],
-                   help="how frames see the object: per-frame matrices (exact), one resampling per step (native-grid, faster; "
-                        "for one edge), or auto (default: native-grid when all pixels are within 2 %%)")
+                   help="how frames see the object: per-frame matrices (exact), one resampling per step (native-grid: "
+                        "faster, slightly less accurate when pixel sizes differ), or auto (default: native-grid only "
+                        "when every energy has the same pixel)")
     p.add_argument("--seed", type=int, help="random seed of the minibatch order")
     p.add_argument("--checkpoint", help="checkpoint file (default: OUTPUT.ckpt)")
     p.add_argument("--checkpoint-every", type=int, dest="checkpoint_every", help="epochs between checkpoints (default 5)")
