@@ -26,7 +26,7 @@ def lanczos(x, a: int = LANCZOS_A):
 
 
 def resampling_taps(scale) -> tuple[int, int]:
-    """(forward, adjoint) half-widths for :func:`resample_rows` at these scales (static ints).
+    """(forward, adjoint) band half-widths for :func:`resample_2d` at these scales (static ints).
 
     Forward: input rows within ``a * max(scale, 1)`` of an output point. Adjoint: output points
     within that distance of an input row, ``2 a stretch / scale`` of them at most.
@@ -67,20 +67,21 @@ def _adjoint_plan(scale, n: int, taps: int, adjoint_taps: int):
     return first, jnp.where(inside, raw / norm[jnp.clip(outputs, 0, n - 1)], 0.0)
 
 
-def materialise(x):
+def _materialise(x):
     """``x`` as a fresh row-major array.
 
     XLA's CPU layout assignment may turn a transpose into a strided view; a gather reading such a
-    view goes element by element, 10-20 times slower than copying whole rows. Adding a zero it
-    cannot prove is zero forces the copy (NaN stays NaN, as it should).
+    view goes element by element, 10-20 times slower than copying whole rows. Adding a zero that
+    the compiler cannot prove is zero forces the copy (one elementwise pass; harmless on GPUs). A
+    NaN in ``x``'s first element makes all of ``x`` NaN, which the fit treats as any NaN (rollback).
     """
     zero = jax.lax.stop_gradient(jnp.minimum(jnp.abs(x.reshape(-1)[0]), 0.0))
     return x + zero.astype(x.dtype)
 
 
 def _transpose(x):
-    """Swap the last two axes, materialised (see :func:`materialise`)."""
-    return materialise(jnp.swapaxes(x, -2, -1))
+    """Swap the last two axes, materialised (see :func:`_materialise`)."""
+    return _materialise(jnp.swapaxes(x, -2, -1))
 
 
 def _gather_sum(images, first, weights):
