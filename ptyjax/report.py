@@ -55,11 +55,56 @@ def write_report(results_path, out_dir, truth_path=None) -> Path:
     sections = [
         _reconstruction_section(groups["reconstruction"], out, pixel_size),
         _chemistry_section(groups["chemistry"], out, pixel_size, results_path),
-        _clustering_section(groups["clustering"], groups["chemistry"], out, pixel_size, truth_path),
+        _clustering_section(groups["clustering"], groups["chemistry"], out, pixel_size, truth_path, results_path),
     ]
+    if truth_path is not None:
+        sections.append(_truth_section(results_path, truth_path))
     page = out / "index.html"
     page.write_text(_page(Path(results_path).name, sections), encoding="utf-8")
     return page
+
+
+def _truth_labels_on(shape, truth_path, results_path):
+    """The truth's phase labels on the results grid: as stored when the shapes match, else resampled
+    (nearest neighbour) from a simulator truth file's own grid; None when neither works."""
+    truth = read_truth_labels(truth_path)
+    if truth.shape == tuple(shape):
+        return truth
+    try:
+        from .metrics import truth_on_results_grid
+
+        return np.nan_to_num(truth_on_results_grid(results_path, truth_path, [TRUTH_DATASET])[TRUTH_DATASET], nan=0).astype(int)
+    except Exception:  # not a simulator truth file (no grid description)
+        return None
+
+
+def _truth_section(results_path, truth_path):
+    """Agreement with a simulator's truth file: object NRMSE and phase FRC per energy, chemistry
+    errors and the groups' adjusted Rand index (:mod:`ptyjax.metrics`)."""
+    from .metrics import compare_chemistry_to_truth, compare_to_truth
+
+    name = html.escape(Path(truth_path).name)
+    body = []
+    try:
+        s = compare_to_truth(results_path, truth_path)
+        frc = np.asarray(s["frc_resolution_m"])
+        body.append(f"<p>Object against {name}: complex NRMSE median <b>{np.median(s['nrmse']):.4f}</b> "
+                    f"({np.min(s['nrmse']):.4f}-{np.max(s['nrmse']):.4f}); phase FRC(0.5) resolution median "
+                    f"<b>{np.median(frc) * 1e9:.1f} nm</b> ({np.min(frc) * 1e9:.1f}-{np.max(frc) * 1e9:.1f} nm); positions "
+                    f"{s['position_rms_nominal_m'] * 1e9:.1f} nm RMS nominal, {s['position_rms_refined_m'] * 1e9:.1f} nm refined.</p>")
+    except Exception as exc:  # e.g. a truth file with labels only
+        body.append(f"<p class='missing'>No object comparison: {html.escape(str(exc))}</p>")
+    try:
+        c = compare_chemistry_to_truth(results_path, truth_path)
+        items = [f"{k.replace('_rmse_ev', '')} RMSE {v:.2f} eV" for k, v in c.items() if k.endswith("_rmse_ev")]
+        items += [f"{k.replace('_mean_relative_error', '')} mean relative error {100 * v:.0f} %" for k, v in c.items() if k.endswith("_mean_relative_error")]
+        if "adjusted_rand_index" in c:
+            items.append(f"adjusted Rand index {c['adjusted_rand_index']:.3f} ({c['n_groups']} groups)")
+        body.append(f"<p>Chemistry inside the particle eroded by 2 px ({c['pixels']} pixels; one global edge-energy offset "
+                    f"removed per element): {'; '.join(items)}.</p>")
+    except Exception as exc:  # no /chemistry yet
+        body.append(f"<p class='missing'>No chemistry comparison: {html.escape(str(exc))}</p>")
+    return _section("Agreement with the simulator's truth", body)
 
 
 def _reconstruction_section(rec, out, pixel_size):
@@ -105,7 +150,7 @@ def _chemistry_section(chem, out, pixel_size, results_path):
     return _section("Chemistry", body)
 
 
-def _clustering_section(clu, chem, out, pixel_size, truth_path):
+def _clustering_section(clu, chem, out, pixel_size, truth_path, results_path=None):
     if clu is None:
         return _missing("Clustering", "clustering", "ptyjax cluster")
     labels, features = clu["labels"], list(clu["features"])
@@ -116,12 +161,12 @@ def _clustering_section(clu, chem, out, pixel_size, truth_path):
     how = f"chosen by {criterion} among K = {', '.join(map(str, k_tried))}" if k_tried.size > 1 else "(fixed)"
     body = [f"<p>{k} groups {how}; features: {', '.join(features)}.</p>"]
     if truth_path is not None:
-        truth = read_truth_labels(truth_path)
-        if truth.shape == labels.shape:
+        truth = _truth_labels_on(labels.shape, truth_path, results_path)
+        if truth is not None:
             ari = adjusted_rand_index_inside(labels, truth)
-            body.append(f"<p>Adjusted Rand index against the truth ({html.escape(Path(truth_path).name)}): <b>{ari:.3f}</b>.</p>")
-        else:  # e.g. truth on the simulation grid, groups on the reconstruction grid: no pixel match
-            body.append(f"<p class='missing'>Truth labels {truth.shape} and groups {labels.shape} are on different grids: no adjusted Rand index.</p>")
+            body.append(f"<p>Adjusted Rand index against the truth ({html.escape(Path(truth_path).name)}), all particle pixels: <b>{ari:.3f}</b>.</p>")
+        else:  # truth on another grid, without the grid description needed to resample it
+            body.append(f"<p class='missing'>Truth labels and groups {labels.shape} are on different grids: no adjusted Rand index.</p>")
     head = "".join(f"<th>{html.escape(_label(f, units))}</th>" for f in features)
     body.append(f"<table><tr><th>group</th><th>pixels</th>{head}</tr>")
     for g in range(k):
