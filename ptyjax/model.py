@@ -19,8 +19,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from .propagation import farfield_intensity
-from .sampling import (FrameGeometry, crop_patches, extract_patches, frame_origins, frame_patches, native_objects,  # noqa: F401 (re-exported)
-                       shift_ramp, whole_pixel_patches)
+from .sampling import (FrameGeometry, crop_patches, extract_patches, fourier_translate, frame_origins, frame_patches,  # noqa: F401
+                       native_objects, shift_ramp, whole_pixel_patches)  # (re-exported)
+
 
 class ObjectStack(eqx.Module):
     """Base class of object parametrisations: calling it gives the complex stack (E, Ny, Nx)."""
@@ -227,10 +228,7 @@ def centre_probe(params: Reconstruction, scale):
     """
     probe = params.probe()
     shift = probe_centre(probe)  # native pixels
-    n = probe.shape[-1]
-    f = jnp.fft.fftfreq(n)
-    ramp = jnp.exp(2j * jnp.pi * (f[None, :, None] * shift[:, 0, None, None] + f[None, None, :] * shift[:, 1, None, None]))
-    moved = jnp.fft.ifft2(jnp.fft.fft2(probe) * ramp[:, None])
+    moved = fourier_translate(probe, -shift[:, None])  # every mode of an energy by -shift
     positions = params.positions
     positions = ScanPositions(positions.nominal, positions.drift + shift * scale[:, None], positions.jitter)
     return eqx.tree_at(lambda p: (p.probe, p.positions), params, (Probe.from_complex(moved.astype(probe.dtype)), positions))

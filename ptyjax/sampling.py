@@ -50,7 +50,12 @@ def choose_sampling(scale, sampling: str = "auto") -> str:
         raise PtyjaxError(f"sampling must be one of {', '.join(SAMPLINGS)}, not {sampling!r}")
     if sampling != "auto":
         return sampling
-    return "native-grid" if float(np.max(scale)) - 1.0 <= NATIVE_GRID_MAX_SPREAD else "exact"
+    return "native-grid" if native_is_common(scale) else "exact"
+
+
+def native_is_common(scale) -> bool:
+    """Every energy's native pixel equals the common pixel (``scale`` (E,) within float32 round-off)."""
+    return bool(np.all(np.abs(np.asarray(scale, np.float64) - 1.0) <= NATIVE_GRID_MAX_SPREAD))
 
 
 class FrameGeometry(eqx.Module):
@@ -61,7 +66,8 @@ class FrameGeometry(eqx.Module):
     crop holding an exact frame's interpolation support. ``taps``/``adjoint_taps``: band half-widths
     of the native-grid resampling. ``reach``: the largest distance (common pixels) from a frame's
     centre to a common-grid pixel it depends on (the grid's margin around the scan).
-    ``native_is_common``: every scale is exactly 1 (e.g. one energy), so no resampling is needed.
+    ``identity``: every native pixel is the common pixel (:func:`native_is_common`, e.g. one
+    energy), so the native-grid resampling is skipped.
     """
 
     scale: jax.Array
@@ -71,7 +77,7 @@ class FrameGeometry(eqx.Module):
     taps: int = eqx.field(static=True)
     adjoint_taps: int = eqx.field(static=True)
     reach: int = eqx.field(static=True)
-    native_is_common: bool = eqx.field(static=True, default=False)
+    identity: bool = eqx.field(static=True, default=False)
 
     @classmethod
     def create(cls, scale, frame_size: int, sampling: str = "auto"):
@@ -81,7 +87,7 @@ class FrameGeometry(eqx.Module):
         taps, adjoint_taps = resampling_taps(scale)
         reach = max(window // 2, int(math.ceil((frame_size // 2 + 2) * stretch)) + taps)
         return cls(jnp.asarray(scale, jnp.float32), int(frame_size), choose_sampling(scale, sampling), window, taps,
-                   adjoint_taps, reach, bool(np.all(scale == 1.0)))
+                   adjoint_taps, reach, native_is_common(scale))
 
     def with_sampling(self, sampling: str):
         """The same geometry with another sampler ("auto" re-chooses from the scales)."""
@@ -114,8 +120,7 @@ def extract_patches(objects, centres, geometry: FrameGeometry):
     starts, rests = frame_origins(centres, geometry)
     margin = geometry.frame_size // 2
     wide = crop_patches(native_objects(objects, geometry), starts, geometry, margin)
-    shifted = jnp.fft.ifft2(jnp.fft.fft2(wide) * shift_ramp(-rests, wide.shape[-1]))
-    return shifted[..., margin:-margin, margin:-margin]
+    return fourier_translate(wide, -rests)[..., margin:-margin, margin:-margin]
 
 
 def shift_ramp(shifts, n: int):
@@ -123,6 +128,12 @@ def shift_ramp(shifts, n: int):
     q = jnp.fft.fftfreq(n)
     phase = q[:, None] * shifts[..., 0, None, None] + q[None, :] * shifts[..., 1, None, None]
     return jnp.exp(-2j * jnp.pi * phase)
+
+
+def fourier_translate(images, shifts):
+    """``images`` (..., N, N) translated by ``shifts`` (..., 2) pixels (y, x): periodic, exact for
+    band-limited images. ``shifts``' leading axes broadcast against the images'."""
+    return jnp.fft.ifft2(jnp.fft.fft2(images) * shift_ramp(shifts, images.shape[-1]))
 
 
 # --- exact: per-frame Lanczos matrices ------------------------------------------------------------
@@ -172,7 +183,7 @@ def native_objects(objects, geometry: FrameGeometry):
     point ``(j, i) * scale_e`` (points beyond the common grid are zero), as real and imaginary
     parts (2, E, Ny, Nx): the form :func:`crop_patches` reads."""
     parts = jnp.stack([jnp.real(objects), jnp.imag(objects)])
-    if geometry.native_is_common:
+    if geometry.identity:
         return parts
     return per_part(lambda part: resample_2d(part, geometry.scale, geometry.taps, geometry.adjoint_taps), parts)
 
