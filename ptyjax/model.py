@@ -16,11 +16,9 @@ from __future__ import annotations
 import equinox as eqx
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from .propagation import farfield_intensity
-from .sampling import (FrameGeometry, crop_patches, extract_patches, fourier_translate, frame_origins, frame_patches,  # noqa: F401
-                       native_objects, shift_ramp, whole_pixel_patches)  # (re-exported)
+from .sampling import FrameGeometry, extract_patches, fourier_translate, frame_patches, shift_ramp, whole_pixel_patches  # noqa: F401 (extract_patches re-exported)
 
 
 class ObjectStack(eqx.Module):
