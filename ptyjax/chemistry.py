@@ -508,6 +508,24 @@ def _parse_elements(edges):
     return [e[:1].upper() + e[1:].lower() for e in edges]
 
 
+def smooth_within(stack, regions, sigma_px):
+    """Gaussian smoothing (sigma ``sigma_px`` pixels) of the (E, Ny, Nx) ``stack`` inside each of the
+    disjoint boolean ``regions`` separately (normalised convolution, Knutsson & Westin, CVPR 1993):
+    a pixel averages only pixels of its own region, so the particle's edge is not diluted by vacuum
+    and the background's noise estimate is not raised by the particle. Pixels outside every region
+    are left as they are. ``sigma_px = 0`` returns the stack unchanged."""
+    if not sigma_px:
+        return stack
+    out = np.array(stack, dtype=np.float32, copy=True)
+    sigma = (0, sigma_px, sigma_px)
+    for region in regions:
+        weight = ndimage.gaussian_filter(region.astype(np.float64), sigma_px)
+        inside = region & (weight > 0)
+        total = ndimage.gaussian_filter(np.where(region, stack, 0.0).astype(np.float64), sigma)
+        out[:, inside] = total[:, inside] / weight[inside]
+    return out
+
+
 def analyze_stack(obj, energies_ev, pixel_size_m, edges=None, e0_method="fit", mask=None, smooth_px=0.0,
                   calibration=None, background_margin_px=3, field_of_view=None):
     """Spectra and chemical maps of a complex object stack ``obj`` (E, Ny, Nx) at ``energies_ev`` (E,) eV
@@ -516,7 +534,9 @@ def analyze_stack(obj, energies_ev, pixel_size_m, edges=None, e0_method="fit", m
     ``edges``: elements whose K edges to fit ("Mn,Ni" or a list; default: detected from the energies);
     ``mask``: (Ny, Nx) bool particle mask (default: :func:`ptyjax.spectra.particle_mask`); the
     background is its complement eroded by ``background_margin_px``; ``smooth_px``: Gaussian sigma
-    (pixels) of an optional spatial smoothing of the OD maps before fitting; ``calibration``:
+    (pixels) of an optional spatial smoothing of the OD maps (and of the phase map that gives the
+    electron density) before fitting, within the particle and within the background separately
+    (:func:`smooth_within`); ``calibration``:
     ``{element: {valence: E0}}`` (default ``physics.REFERENCE_EDGE_ENERGIES``); ``field_of_view``:
     (Ny, Nx) bool, the pixels measured at every energy (default all): background and particle are
     taken inside it only, so unmeasured filler pixels never bias the reference or the noise estimate.
@@ -531,7 +551,7 @@ def analyze_stack(obj, energies_ev, pixel_size_m, edges=None, e0_method="fit", m
         raise PtyjaxError(f"object stack {obj.shape} does not match {energies_ev.shape[0]} energies")
     fov = np.ones(obj.shape[1:], bool) if field_of_view is None else np.asarray(field_of_view, bool)
     if mask is None:
-        mask = sp.particle_mask(obj) & fov
+        mask = sp.particle_mask(obj, field_of_view=fov)
     mask = np.asarray(mask, dtype=bool)
     if mask.shape != obj.shape[1:]:
         raise PtyjaxError(f"mask shape {mask.shape} differs from the object's {obj.shape[1:]}")
@@ -547,7 +567,7 @@ def analyze_stack(obj, energies_ev, pixel_size_m, edges=None, e0_method="fit", m
         raise PtyjaxError(f"energies {energies_ev.min():.1f}-{energies_ev.max():.1f} eV span no K edge of "
                           f"{', '.join(_CANDIDATES)}; name the edges (e.g. --edges Mn,Ni)")
     calibration = calibration or physics.REFERENCE_EDGE_ENERGIES
-    od_fit = ndimage.gaussian_filter(od, (0, smooth_px, smooth_px)) if smooth_px else od
+    od_fit = smooth_within(od, [mask, background], smooth_px)
     noise = od_fit[:, background].std(axis=1)  # OD scatter of the empty region, per energy
     if not np.all(noise > 0):
         noise = None  # noise-free (simulated) data: unweighted fits
@@ -584,7 +604,8 @@ def analyze_stack(obj, energies_ev, pixel_size_m, edges=None, e0_method="fit", m
         put(name, ratio, "1")
         put(name + "_std", std, "1")
     # Lowest energy: pre-edge of every fitted edge, where f' of the absorbers is smallest.
-    ne, ne_std = electron_density_areal(phase[0][mask], energies_ev[0], phase[0][background].std())
+    phase_fit = smooth_within(phase[:1], [mask, background], smooth_px)[0]
+    ne, ne_std = electron_density_areal(phase_fit[mask], energies_ev[0], phase_fit[background].std())
     put("electron_density_areal", ne, "1/m^2")
     put("electron_density_areal_std", np.full(ne.shape, ne_std), "1/m^2")
     metal = sum(n for n, _ in density.values())

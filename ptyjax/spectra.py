@@ -175,31 +175,48 @@ def otsu_threshold(values, bins=256):
     return float(centres[np.nanargmax(between[:-1])])
 
 
-def particle_mask(obj, signal="phase", smooth_px=1.0, threshold=None):
+def particle_mask(obj, signal="phase", smooth_px=1.0, threshold=None, field_of_view=None):
     """Boolean (Ny, Nx) mask of the particle from the lowest-energy (pre-edge) image.
 
-    ``signal``: "phase" (|phase| referenced to the image border; strongest contrast at hard X-rays)
-    or "od". The map is Gaussian-smoothed by ``smooth_px`` pixels, thresholded (Otsu unless
-    ``threshold`` is given, in rad or OD), reduced to its largest connected component, holes filled.
+    ``signal``: "phase" (phase referenced to the empty border of the measured field; strongest contrast
+    at hard X-rays) or "od". The map is Gaussian-smoothed by ``smooth_px`` pixels, thresholded (Otsu
+    unless ``threshold`` is given, in rad or OD), reduced to its largest connected component, holes
+    filled. ``field_of_view``: (Ny, Nx) bool, the measured pixels (default all). The reference, the
+    threshold and the noise level are taken inside it, eroded by 2 px, so that unmeasured filler
+    (no noise at all) never lowers the threshold into the noise around the particle.
     """
     first = np.asarray(obj)[:1]
+    shape = first.shape[-2:]
+    fov = np.ones(shape, bool) if field_of_view is None else np.asarray(field_of_view, bool)
+    if fov.shape != shape:
+        raise ValueError(f"field of view {fov.shape} differs from the object's {shape}")
+    measured = ndimage.binary_erosion(fov, iterations=2, border_value=0)
+    if not measured.any():
+        raise ValueError("the field of view is empty after a 2 px erosion")
+    border = measured & ~ndimage.binary_erosion(measured, iterations=2, border_value=0)
     if signal == "phase":
-        image = np.abs(phase_stack(first)[0])
+        image = phase_stack(first, border)[0]
     elif signal == "od":
-        image = optical_density_stack(first, _border(first.shape[-2:], 2))[0]
+        image = optical_density_stack(first, border)[0]
     else:
         raise ValueError(f"signal must be 'phase' or 'od', not {signal!r}")
     if smooth_px:
         image = ndimage.gaussian_filter(image, smooth_px)
+    if signal == "phase":
+        # Matter shifts the phase one way (delta > 0, whichever sign convention wrote the object):
+        # orient by the strongest (thickest) pixel, so the opposite-signed halo around the edge is not particle.
+        image = image * np.sign(image.flat[np.argmax(np.where(measured, np.abs(image), 0.0))])
     if threshold is None:
+        values = image[measured]
+        otsu = otsu_threshold(values)
         # Otsu finds the core; a rounded particle's thin rim falls below it, so lower the level to
         # 5 sigma above the empty region far from the core (false-positive rate ~3e-7 per pixel for
         # Gaussian noise), but not below 2 % of the maximum (noise-free data: ignore vanishing rims).
-        core = _largest_component(image > otsu_threshold(image))
-        far = ~ndimage.binary_dilation(core, iterations=5)
+        core = _largest_component((image > otsu) & measured)
+        far = measured & ~ndimage.binary_dilation(core, iterations=5)
         noise_level = image[far].mean() + 5.0 * image[far].std() if far.any() else np.inf
-        threshold = min(otsu_threshold(image), max(noise_level, 0.02 * image.max()))
-    return ndimage.binary_fill_holes(_largest_component(image > float(threshold)))
+        threshold = min(otsu, max(noise_level, 0.02 * values.max()))
+    return ndimage.binary_fill_holes(_largest_component((image > float(threshold)) & measured))
 
 
 def _largest_component(binary):
