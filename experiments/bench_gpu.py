@@ -29,6 +29,12 @@ REALISTIC = dict(n_energies=60, n_positions=500, frame_size=128, n_modes=1)
 SMALL = dict(n_energies=6, n_positions=50, frame_size=64, n_modes=1)
 
 
+def _block(sampling_name, frame_size):
+    from ptyjax import sampling
+
+    return f" (blocks of {sampling.exact_block(frame_size)})" if sampling_name == "exact" else ""
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--small", action="store_true", help="CPU-sized problem")
@@ -37,16 +43,22 @@ def main(argv=None):
     parser.add_argument("--modes", type=int, default=1)
     parser.add_argument("--devices", type=int, help="split the energies over this many devices")
     parser.add_argument("--sampling", default="auto", help="frame sampler: auto | exact | native-grid (ptyjax.sampling)")
+    parser.add_argument("--exact-block", type=int, help="samples per block of the exact sampler's banded products "
+                        "(ptyjax.sampling.EXACT_BLOCK; 0: the frame size, i.e. the former dense product)")
     parser.add_argument("-o", "--output", default=str(Path(__file__).resolve().parent / "results" / "bench_gpu.md"))
     args = parser.parse_args(argv)
     size = dict(SMALL if args.small else REALISTIC, n_modes=args.modes)
+    if args.exact_block is not None:
+        from ptyjax import sampling
+
+        sampling.EXACT_BLOCK = args.exact_block or size["frame_size"]
     t0 = time.perf_counter()
     r = measure(**size, epochs=args.epochs, batch_size=args.batch, devices=args.devices, sampling=args.sampling)
     r["total_s"] = time.perf_counter() - t0
     print(json.dumps(r, indent=1))
     command = "python experiments/bench_gpu.py " + " ".join(sys.argv[1:] if argv is None else argv)
     line = (f"| {jax.devices()[0].device_kind} x{args.devices or 1} | {r['energies']}x{r['positions']}x{r['frame']}^2, "
-            f"{r['modes']} mode(s), batch {r['batch']}, {r['sampling']} | {r['first_epoch_s']:.2f} | {r['epoch_s']:.3f} | "
+            f"{r['modes']} mode(s), batch {r['batch']}, {r['sampling']}{_block(r['sampling'], size['frame_size'])} | {r['first_epoch_s']:.2f} | {r['epoch_s']:.3f} | "
             f"{r['fft_epoch_s']:.4f} | {r['epoch_over_fft']:.1f} | {r.get('device_peak_gb', float('nan')):.2f} | "
             f"{r.get('host_peak_gb', float('nan')):.2f} | `{command.strip()}` |\n")
     out = Path(args.output)
