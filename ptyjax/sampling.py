@@ -15,7 +15,7 @@ common-grid point ``centre + (i - N//2) scale_e``. Two ways to get the object th
     once per step and energy, the whole object resampled onto a fixed native grid
     (:func:`ptyjax.resampling.resample_2d`); per frame, a crop at the nearest whole native pixel,
     the sub-pixel rest going to the probe as a Fourier shift (:func:`ptyjax.model.shift_probes`).
-    Cost O(pixels x taps) per step plus O(N^2) per frame: 1.7-2x faster epochs on CPU. Every frame of
+    Cost O(pixels x taps) per step plus O(N^2) per frame: 1.2-1.4x faster epochs on CPU. Every frame of
     an energy sees the same native samples, so detail finer than the native pixel is not
     constrained: on the ``small`` preset (pixels 1.28x apart across the Mn and Ni edges) the
     Mn-edge phase FRC fell from 28 to 39 nm.
@@ -23,7 +23,8 @@ common-grid point ``centre + (i - N//2) scale_e``. Two ways to get the object th
 ``"auto"`` (the default) takes ``native-grid`` only where it loses nothing: every energy on the same
 pixel (one energy, or frames binned to a constant pixel), where the native grid *is* the common
 grid and the Fourier shift is exact. Otherwise ``exact``: on the Mn-edge energies of the ``small``
-preset alone (pixels within 1.2 %) ``native-grid`` ran epochs 1.7x faster but with 4 % larger NRMSE
+preset alone (pixels within 1.2 %) ``native-grid`` ran epochs 1.7x faster (than the dense exact
+product of the time) but with 4 % larger NRMSE
 and 9 % larger OD error (``experiments/results/reconstruction_small_mn_*.md``), a trade for the user
 to choose (``--sampling native-grid``), not a default.
 """
