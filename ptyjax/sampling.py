@@ -24,9 +24,9 @@ common-grid point ``centre + (i - N//2) scale_e``. Two ways to get the object th
 pixel (one energy, or frames binned to a constant pixel), where the native grid *is* the common
 grid and the Fourier shift is exact. Otherwise ``exact``: on the Mn-edge energies of the ``small``
 preset alone (pixels within 1.2 %) ``native-grid`` ran epochs 1.7x faster (than the dense exact
-product of the time) but with 4 % larger NRMSE
-and 9 % larger OD error (``experiments/results/reconstruction_small_mn_*.md``), a trade for the user
-to choose (``--sampling native-grid``), not a default.
+product of the time) but with 4 % larger NRMSE and 9 % larger OD error
+(``experiments/results/reconstruction_small_mn_*.md``), a trade for the user to choose
+(``--sampling native-grid``), not a default.
 """
 
 from __future__ import annotations
