@@ -67,9 +67,26 @@ def image(ax, array, pixel_size_m=None, title="", units="", cmap="viridis", **kw
     return im
 
 
+def particle_window(inside, margin: float = 0.15):
+    """Slices (rows, cols) of the bounding box of ``inside`` (Ny, Nx) bool, widened by ``margin`` of its
+    size on each side (at least 3 px) and clipped to the image: a figure shows the particle, not the
+    empty field around it. The whole image if ``inside`` is empty."""
+    inside = np.asarray(inside, bool)
+    if not inside.any():
+        return slice(None), slice(None)
+    window = []
+    for axis in (1, 0):
+        hit = np.flatnonzero(inside.any(axis=axis))
+        pad = max(3, int(round(margin * (hit[-1] - hit[0] + 1))))
+        window.append(slice(max(0, hit[0] - pad), min(inside.shape[1 - axis], hit[-1] + pad + 1)))
+    return tuple(window)
+
+
 def group_map(labels, pixel_size_m=None, title="Groups") -> Figure:
-    """Map of group labels (0..K-1 coloured, -2 unassigned grey, -1 outside white)."""
+    """Map of group labels (0..K-1 coloured, -2 unassigned grey, -1 outside white), cropped to the
+    labelled pixels (:func:`particle_window`)."""
     labels = np.asarray(labels)
+    labels = labels[particle_window(labels != -1)]
     k = int(labels.max()) + 1 if labels.max() >= 0 else 0
     cmap = ListedColormap(["white", UNASSIGNED_COLOUR] + [group_colour(i) for i in range(k)])
     shown = np.where(labels == -1, -2, np.where(labels == -2, -1, labels))  # outside first in the colour map
@@ -176,16 +193,22 @@ def group_spectra(energy_ev, group_od, group_phase=None) -> Figure:
 
 
 def parameter_maps(maps: dict, pixel_size_m=None, stds: dict | None = None, units: dict | None = None) -> Figure:
-    """One row per chemical map {name: (Ny, Nx)}: the value and, if given, its standard deviation."""
+    """One row per chemical map {name: (Ny, Nx)}: the value and, if given, its standard deviation,
+    cropped to the pixels where any map is measured (:func:`particle_window`). Colour ranges: the 1st
+    to 99th percentile of a map, 0 to the 95th of a standard deviation (a few thin edge pixels have
+    uncertainties far above the rest)."""
     stds, units = stds or {}, units or {}
     names = list(maps)
+    window = particle_window(np.any([np.isfinite(np.asarray(m, float)) for m in maps.values()], axis=0))
+    maps = {n: np.asarray(m)[window] for n, m in maps.items()}
+    stds = {n: np.asarray(m)[window] for n, m in stds.items()}
     cols = 2 if stds else 1
     fig, axes = plt.subplots(len(names), cols, figsize=(3.8 * cols, 3.0 * len(names)), squeeze=False)
     for r, name in enumerate(names):
         image(axes[r, 0], maps[name], pixel_size_m, title=name, units=units.get(name, ""), vmin=_pct(maps[name], 1), vmax=_pct(maps[name], 99))
         if cols == 2:
             if name in stds:
-                image(axes[r, 1], stds[name], pixel_size_m, title=f"{name} std", units=units.get(name, ""), cmap="magma", vmin=0, vmax=_pct(stds[name], 99))
+                image(axes[r, 1], stds[name], pixel_size_m, title=f"{name} std", units=units.get(name, ""), cmap="magma", vmin=0, vmax=_pct(stds[name], 95))
             else:
                 axes[r, 1].set_axis_off()
     fig.tight_layout()

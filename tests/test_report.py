@@ -75,3 +75,16 @@ def test_report_of_missing_file_is_one_line_error(tmp_path, capsys):
     assert cli.main(["report", str(tmp_path / "nope.h5"), "-o", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "does not exist" in err
+
+
+def test_particle_window_crops_to_the_particle_with_a_margin():
+    from ptyjax.plots import particle_window
+
+    inside = np.zeros((100, 80), bool)
+    inside[40:60, 10:30] = True  # 20 x 20 px particle
+    rows, cols = particle_window(inside, margin=0.15)
+    assert (rows.start, rows.stop) == (37, 63) and (cols.start, cols.stop) == (7, 33)  # 3 px each side
+    inside[:5, 70:] = True  # a second blob at the corner: the window clips to the image
+    rows, cols = particle_window(inside, margin=0.15)
+    assert rows.start == 0 and cols.stop == 80 and inside[rows, cols].sum() == inside.sum()
+    assert particle_window(np.zeros((4, 4), bool)) == (slice(None), slice(None))
