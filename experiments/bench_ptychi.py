@@ -90,26 +90,33 @@ def make_data(folder: Path, preset_name: str = "tiny"):
     return dataset, arrays
 
 
-def accuracy(obj, truth):
-    """Complex NRMSE and phase FRC(0.5) resolution (m) of an object of any origin against the truth.
+def accuracy(obj, truth, energy_index: int = 0, pixel_size_m: float | None = None):
+    """Complex NRMSE and phase FRC(0.5) resolution (m) of an object of any origin against the truth
+    at ``energy_index``.
 
-    Each engine has its own object frame, so the object is aligned to the truth (same pixel size) by
-    sub-pixel phase correlation of the phase images on a common canvas; compared where the truth
-    was scanned (closer to a true position than a quarter frame).
+    Each engine has its own object frame, so the object is first brought to the truth's pixel (cubic
+    zoom from ``pixel_size_m``, default: already on it), then aligned by sub-pixel phase correlation of
+    the phase images on a common canvas; compared where the truth was scanned (closer to a true
+    position than a quarter frame).
     """
+    from scipy import ndimage
     from scipy.spatial import cKDTree
 
     from ptyjax import metrics
     from ptyjax.spectra import fourier_shift, phase_correlation_shift
 
-    t = np.asarray(truth["object"][0])
+    t = np.asarray(truth["object"][energy_index])
     dx = float(truth["pixel_size"])
+    if pixel_size_m is not None and abs(pixel_size_m / dx - 1) > 1e-6:
+        obj = np.asarray(obj)
+        zoom = pixel_size_m / dx
+        obj = ndimage.zoom(obj.real, zoom, order=3) + 1j * ndimage.zoom(obj.imag, zoom, order=3)
     shape = tuple(max(a, b) for a, b in zip(t.shape, obj.shape))
     canvas = lambda image: np.pad(image, [(0, n - m) for n, m in zip(shape, image.shape)], constant_values=1.0)
     t, o = canvas(t), canvas(np.asarray(obj))
     o = fourier_shift(o, phase_correlation_shift(np.angle(t), np.angle(o)))
     yy, xx = np.indices(shape)
-    points = (np.asarray(truth["positions"][0]) - np.asarray(truth["origin"])) / dx
+    points = (np.asarray(truth["positions"][energy_index]) - np.asarray(truth["origin"])) / dx
     distance, _ = cKDTree(points).query(np.stack([yy.ravel(), xx.ravel()], 1))
     region = distance.reshape(shape) < 0.25 * np.asarray(truth["probe"]).shape[-1]
     rows, cols = np.flatnonzero(region.any(1)), np.flatnonzero(region.any(0))

@@ -1,10 +1,10 @@
-"""ptyjax vs Pty-chi (LSQML) epoch time on a whole multi-energy stack, side by side in one run.
+"""ptyjax vs Pty-chi (LSQML) epoch time and accuracy on a whole multi-energy stack, side by side in one run.
 
 Pty-chi reconstructs one energy at a time, so the stack costs it one run per energy; ptyjax fits all
 energies jointly (one common grid, spectral prior). Both start from the simulator's true probes with
 positions fixed (as ``bench_ptychi.py``); the table compares ptyjax's joint epoch with the sum over
-energies of Pty-chi's epoch (each the median after the first). Time only: accuracy per energy is in
-``bench_ptychi.py`` (first energy) and ``reconstruction_accuracy.py`` (the whole stack).
+energies of Pty-chi's epoch (each the median after the first), and both engines' accuracy per energy
+after the same number of epochs (complex NRMSE and phase FRC against the simulator's truth).
 
     python experiments/bench_ptychi_stack.py --preset small --python /tmp/ptychi-venv/bin/python
 
@@ -24,7 +24,7 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from bench_ptychi import PTYCHI  # noqa: E402
+from bench_ptychi import PTYCHI, accuracy  # noqa: E402
 
 
 def main(argv=None):
@@ -52,8 +52,9 @@ def main(argv=None):
         for sampling in args.sampling.split(","):
             config = fit.FitConfig(epochs=args.epochs, batch_size=args.batch, refine_positions=False, checkpoint_every=0, sampling=sampling)
             result = fit.run_fit(problem, config, params=fit.initial_params(problem, config, probe=probes), progress=False)
-            ours[problem.geometry.with_sampling(sampling).sampling] = float(np.median(result.epoch_times[1:]))
-        theirs = []
+            scores = [accuracy(result.object()[e], truth, e) for e in range(len(dataset))]
+            ours[problem.geometry.with_sampling(sampling).sampling] = (float(np.median(result.epoch_times[1:])), scores)
+        theirs, their_scores = [], []
         for e in range(len(dataset)):
             dx = float(dataset.pixel_sizes_m[e])
             path = tmp / f"e{e}" / "data.npz"
@@ -64,18 +65,29 @@ def main(argv=None):
             if "RESULT" not in proc.stdout:
                 raise SystemExit(f"Pty-chi failed on energy {e}: {proc.stderr[-2000:]}")
             theirs.append(float(np.median(json.loads(proc.stdout.split("RESULT", 1)[1])["epoch_times"][1:])))
+            their_obj = np.load(path.parent / "ptychi_objects.npz")[str(args.epochs)]
+            their_scores.append(accuracy(their_obj, truth, e, pixel_size_m=dx))
     total = float(np.sum(theirs))
-    rows = "".join(f"| ptyjax (joint, `{name}` sampling) | {t:.3f} | {t / total:.2f} |\n" for name, t in ours.items())
+    rows = "".join(f"| ptyjax (joint, `{name}` sampling) | {t:.3f} | {t / total:.2f} | {_quality(scores)} |\n" for name, (t, scores) in ours.items())
     text = (f"# ptyjax vs Pty-chi LSQML on a whole stack (CPU, same data)\n\n"
             f"Command: `python experiments/bench_ptychi_stack.py --preset {args.preset} --epochs {args.epochs} --batch {args.batch} "
             f"--threads {args.threads}`\n\n"
             f"{args.preset} preset: {len(theirs)} energies x {problem.point_valid.shape[1]} positions x {problem.geometry.frame_size}^2, "
             f"1 mode, true probes, positions fixed. ptyjax: one joint fit (spectral prior; `exact` is the default for this stack, "
             f"see ptyjax.sampling); Pty-chi: one run per energy. Epoch = median after the first.\n\n"
-            f"| engine | epoch of the whole stack (s) | / Pty-chi (target <= 0.5) |\n|---|---|---|\n{rows}"
-            f"| Pty-chi LSQML (sum of {len(theirs)} runs; per energy {np.min(theirs):.3f}-{np.max(theirs):.3f}) | {total:.3f} | 1 |\n")
+            f"Accuracy after the {args.epochs} epochs, per energy against the truth (`bench_ptychi.accuracy`: Pty-chi's objects "
+            f"zoomed from each energy's pixel to the common one, both aligned by phase correlation): median (min-max) over energies.\n\n"
+            f"| engine | epoch of the whole stack (s) | / Pty-chi (target <= 0.5) | NRMSE | phase FRC(0.5) (nm) |\n|---|---|---|---|---|\n{rows}"
+            f"| Pty-chi LSQML (sum of {len(theirs)} runs; per energy {np.min(theirs):.3f}-{np.max(theirs):.3f}) | {total:.3f} | 1 | {_quality(their_scores)} |\n")
     Path(args.output).write_text(text)
     print(text)
+
+
+def _quality(scores):
+    """'NRMSE median (min-max) | FRC median (min-max) nm' over energies of (nrmse, frc_m) pairs."""
+    nrmse, frc = np.array(scores, float).T
+    return (f"{np.median(nrmse):.3f} ({nrmse.min():.3f}-{nrmse.max():.3f}) | "
+            f"{np.median(frc) * 1e9:.0f} ({frc.min() * 1e9:.0f}-{frc.max() * 1e9:.0f})")
 
 
 if __name__ == "__main__":
