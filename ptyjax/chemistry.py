@@ -91,14 +91,17 @@ def xanes_model(params, e):
 @partial(jax.jit, static_argnames=("free", "n_iter"))
 def _fit_batch(p_start, spectra, weights, e, free, n_iter=40):
     """Damped Gauss-Newton (Levenberg-Marquardt, Marquardt's diagonal scaling) with a fixed number of
-    iterations, vmapped over pixels. ``p_start`` (P, 9), ``spectra`` (P, E), ``weights`` (E,) = 1/sigma.
-    Returns parameters (P, 9), standard errors (P, 9) (0 for fixed ones) and the reduced chi^2 (P,)."""
+    iterations, vmapped over pixels. ``p_start`` (P, 9), ``spectra`` (P, E), ``weights``: (E,) = 1/sigma,
+    or an (E, E) whitening matrix ``L^-1`` of the noise covariance ``C = L L^T`` (generalised least
+    squares). Returns parameters (P, 9), standard errors (P, 9) (0 for fixed ones) and the reduced
+    chi^2 (P,)."""
     free_idx = jnp.array(free)
     dof = e.shape[0] - len(free)
 
     def one(p0, y):
         def residual(q):
-            return (xanes_model(p0.at[free_idx].set(q), e) - y) * weights
+            r = xanes_model(p0.at[free_idx].set(q), e) - y
+            return weights @ r if weights.ndim == 2 else r * weights
 
         def normal_equations(q):
             r = residual(q)
@@ -317,12 +320,22 @@ def _pixel_free(n_energies):
     return tuple(sorted(_INDEX[name] for name in _PIXEL_PRIORITY[:k]))
 
 
+def _whitening(noise):
+    """Fit weights from ``noise``: (E,) standard deviations -> 1/sigma; (E, E) covariance -> ``L^-1``
+    with ``C = L L^T`` (so the weighted residual has unit covariance)."""
+    noise = np.asarray(noise, dtype=np.float64)
+    if noise.ndim == 1:
+        return 1.0 / noise
+    return np.linalg.inv(np.linalg.cholesky(noise))
+
+
 def fit_edge(energy_ev, spectra, element, edge="K", e0_method="fit", noise=None, n_iter=40):
     """Edge energy, jump and white line of every spectrum of ``spectra`` (..., E) (OD at ``energy_ev``
     (E,) eV, one edge of ``element``).
 
-    ``noise`` (E,) is the OD noise per energy (e.g. background scatter): fit weights, and the scale
-    of the reduced chi^2 (without it, chi^2 is the residual variance in OD^2). Standard errors are
+    ``noise`` (E,) is the OD noise per energy (e.g. background scatter), or (E, E) its covariance
+    (noise correlated between energies, e.g. by a spectral prior: generalised least squares): fit
+    weights, and the scale of the reduced chi^2 (without it, chi^2 is the residual variance in OD^2). Standard errors are
     ``sqrt(diag((J^T W J)^-1) * chi^2_red)`` (fit mode); in half-jump mode the E0 error is the OD
     noise divided by the slope at the crossing; in derivative mode no curvature-based E0 error
     exists and it is NaN. Failed fits (non-finite, E0 not inside the energy range, jump below twice
@@ -361,7 +374,7 @@ def fit_edge(energy_ev, spectra, element, edge="K", e0_method="fit", noise=None,
         start[:, _INDEX["jump"]] = np.where(jump0 > 0, jump0, shared[_INDEX["jump"]])
         start[:, _INDEX["pre_offset"]] = _pre_line(lines, 0.0)[:, 0]
         start[:, _INDEX["pre_slope"]] = lines["pre_coefs"][:, 1]
-        weights = np.ones(len(e)) if noise is None else 1.0 / np.asarray(noise, dtype=np.float64)
+        weights = np.ones(len(e)) if noise is None else _whitening(noise)
         params, std, chi2 = _fit_chunked(start, flat, weights, e, _pixel_free(len(e)))
         e0 = params[:, _INDEX["edge_energy"]]
         fitted = (
@@ -502,6 +515,18 @@ _UNITS = {"edge_energy": "eV", "edge_jump": "1", "white_line": "1", "chi2": "1",
           "areal_density": "1/m^2"}
 
 
+def noise_covariance(od, background, window):
+    """OD noise covariance (E_w, E_w) between the energies ``window`` (bool (E,)) of the stack ``od``
+    (E, Ny, Nx), from the empty ``background`` pixels (Ledoit-Wolf shrinkage, J. Multivar. Anal. 88,
+    365 (2004): well conditioned with few pixels). Reconstruction noise is correlated between
+    energies (a spectral prior couples them), so independent weights would overstate the
+    information in a spectrum and shrink the fit uncertainties."""
+    from sklearn.covariance import LedoitWolf
+
+    samples = od[window][:, background].T.astype(np.float64)
+    return LedoitWolf().fit(samples).covariance_
+
+
 def _parse_elements(edges):
     if isinstance(edges, str):
         edges = [e.strip() for e in edges.split(",") if e.strip()]
@@ -585,7 +610,7 @@ def analyze_stack(obj, energies_ev, pixel_size_m, edges=None, e0_method="fit", m
         if window.sum() < 3:
             raise PtyjaxError(f"only {window.sum()} energies near the {element} K edge; need at least 3")
         result = fit_edge(energies_ev[window], od_fit[window][:, mask].T, element, e0_method=e0_method,
-                          noise=None if noise is None else noise[window])
+                          noise=None if noise is None else noise_covariance(od_fit, background, window))
         shapes[element] = result.shape
         for key in ("edge_energy", "edge_jump", "white_line"):
             put(f"{key}_{element}", getattr(result, key), _UNITS[key])
