@@ -14,8 +14,9 @@ def add_parser(subparsers):
     parser.add_argument("--edges", default=None, help="elements whose K edges to fit, e.g. Mn,Ni (default: detected)")
     parser.add_argument("--e0", dest="e0_method", default="fit", choices=["fit", "derivative", "half-jump"],
                         help="edge-energy definition (default: fit)")
-    parser.add_argument("--smooth", type=float, default=0.0, metavar="PX",
-                        help="Gaussian smoothing (sigma, pixels) of the OD maps before fitting (default 0)")
+    parser.add_argument("--smooth", type=float, default=None, metavar="PX",
+                        help="Gaussian smoothing (sigma, pixels) of the OD maps before fitting, within the particle "
+                        "(default: as `ptyjax run`, 1; 0: none)")
     parser.add_argument("--mask", default=None, metavar="FILE.npy", help="particle mask (Ny, Nx) bool; default automatic")
     parser.set_defaults(func=run)
     return parser
@@ -25,8 +26,11 @@ def run(args) -> int:
     import numpy as np
 
     from ..chemistry import analyze
+    from ..pipeline import STAGE_DEFAULTS
 
-    out = analyze(args.results, edges=args.edges, e0_method=args.e0_method, mask=args.mask, smooth_px=args.smooth)
+    # One default for the stand-alone command and the pipeline, so both give the same maps.
+    smooth = STAGE_DEFAULTS["analyze"]["smooth_px"][0] if args.smooth is None else args.smooth
+    out = analyze(args.results, edges=args.edges, e0_method=args.e0_method, mask=args.mask, smooth_px=smooth)
     chem = out["chemistry"]
     print(f"{args.results}: /spectra, /chemistry written ({int(chem['mask'][0].sum())} particle pixels)")
     for name in sorted(chem):
