@@ -648,12 +648,17 @@ def analyze_stack(obj, energies_ev, pixel_size_m, edges=None, e0_method="fit", m
     return {"spectra": spectra_group, "chemistry": maps, "attrs": attrs}
 
 
-def analyze(results_path, edges=None, e0_method="fit", mask=None, smooth_px=0.0, calibration=None):
+def analyze(results_path, edges=None, e0_method="fit", mask=None, smooth_px=None, calibration=None):
     """Run :func:`analyze_stack` on the object stack of the HDF5 file ``results_path`` (a ptyjax results
     file, or HDF5 with ``object``/``energy``/``pixel_size``) and write its ``/spectra`` and ``/chemistry``
     groups into it. ``mask``: None (automatic), a (Ny, Nx) bool array or a ``.npy`` file.
-    Returns the dict of :func:`analyze_stack`."""
+    ``smooth_px``: None takes the pipeline's default (``ptyjax config --defaults``: 1 px), so this,
+    ``ptyjax analyze`` and ``ptyjax run`` give the same maps. Returns the dict of :func:`analyze_stack`."""
     from . import results
+    from .pipeline import STAGE_DEFAULTS
+
+    if smooth_px is None:
+        smooth_px = STAGE_DEFAULTS["analyze"]["smooth_px"][0]
     from . import spectra as sp
     from .errors import DataError
 

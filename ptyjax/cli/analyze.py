@@ -26,11 +26,8 @@ def run(args) -> int:
     import numpy as np
 
     from ..chemistry import analyze
-    from ..pipeline import STAGE_DEFAULTS
 
-    # One default for the stand-alone command and the pipeline, so both give the same maps.
-    smooth = STAGE_DEFAULTS["analyze"]["smooth_px"][0] if args.smooth is None else args.smooth
-    out = analyze(args.results, edges=args.edges, e0_method=args.e0_method, mask=args.mask, smooth_px=smooth)
+    out = analyze(args.results, edges=args.edges, e0_method=args.e0_method, mask=args.mask, smooth_px=args.smooth)
     chem = out["chemistry"]
     print(f"{args.results}: /spectra, /chemistry written ({int(chem['mask'][0].sum())} particle pixels)")
     for name in sorted(chem):
