@@ -101,6 +101,7 @@ def _fit_batch(p_start, spectra, weights, e, free, n_iter=40):
     def one(p0, y):
         def residual(q):
             r = xanes_model(p0.at[free_idx].set(q), e) - y
+            # Diagonal weights stay a vector: the dense (E, E) product is slower (10^5 fits of 47 energies: 18.5 s vs 13.5 s).
             return weights @ r if weights.ndim == 2 else r * weights
 
         def normal_equations(q):
@@ -593,9 +594,8 @@ def analyze_stack(obj, energies_ev, pixel_size_m, edges=None, e0_method="fit", m
                           f"{', '.join(_CANDIDATES)}; name the edges (e.g. --edges Mn,Ni)")
     calibration = calibration or physics.REFERENCE_EDGE_ENERGIES
     od_fit = smooth_within(od, [mask, background], smooth_px)
-    noise = od_fit[:, background].std(axis=1)  # OD scatter of the empty region, per energy
-    if not np.all(noise > 0):
-        noise = None  # noise-free (simulated) data: unweighted fits
+    # Noise-free (simulated) data have an exactly flat background: unweighted fits.
+    noisy = bool(np.all(od_fit[:, background].std(axis=1) > 0))
 
     maps, shapes = {}, {}
 
@@ -610,7 +610,7 @@ def analyze_stack(obj, energies_ev, pixel_size_m, edges=None, e0_method="fit", m
         if window.sum() < 3:
             raise PtyjaxError(f"only {window.sum()} energies near the {element} K edge; need at least 3")
         result = fit_edge(energies_ev[window], od_fit[window][:, mask].T, element, e0_method=e0_method,
-                          noise=None if noise is None else noise_covariance(od_fit, background, window))
+                          noise=noise_covariance(od_fit, background, window) if noisy else None)
         shapes[element] = result.shape
         for key in ("edge_energy", "edge_jump", "white_line"):
             put(f"{key}_{element}", getattr(result, key), _UNITS[key])
@@ -655,12 +655,12 @@ def analyze(results_path, edges=None, e0_method="fit", mask=None, smooth_px=None
     ``smooth_px``: None takes the pipeline's default (``ptyjax config --defaults``: 1 px), so this,
     ``ptyjax analyze`` and ``ptyjax run`` give the same maps. Returns the dict of :func:`analyze_stack`."""
     from . import results
+    from . import spectra as sp
+    from .errors import DataError
     from .pipeline import STAGE_DEFAULTS
 
     if smooth_px is None:
         smooth_px = STAGE_DEFAULTS["analyze"]["smooth_px"][0]
-    from . import spectra as sp
-    from .errors import DataError
 
     stack = sp.load_stack(results_path)
     if mask is not None and not isinstance(mask, np.ndarray):

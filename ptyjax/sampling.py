@@ -86,7 +86,8 @@ class FrameGeometry(eqx.Module):
     of the native-grid resampling. ``reach``: the largest distance (common pixels) from a frame's
     centre to a common-grid pixel it depends on (the grid's margin around the scan).
     ``identity``: every native pixel is the common pixel (:func:`native_is_common`, e.g. one
-    energy), so the native-grid resampling is skipped.
+    energy), so the native-grid resampling is skipped. ``block``/``block_window``: samples per block
+    of the exact sampler's banded products and the crop rows each block reads (:func:`_banded_rows`).
     """
 
     scale: jax.Array
@@ -204,10 +205,10 @@ def _exact_patch(obj, centre, scale, frame_size: int, window: int, block: int, b
     return _banded_rows(rows.T, centre[1] + offsets, start[1], scale, block, block_window).T
 
 
-def _real_matmul(weights, z, right: bool = False):
-    """``weights @ z`` (or ``z @ weights``) for real weights and complex ``z``: two real products,
-    half the arithmetic of promoting the weights to complex."""
-    product = (lambda a: a @ weights.astype(a.dtype)) if right else (lambda a: weights.astype(a.dtype) @ a)
+def _real_matmul(weights, z):
+    """``weights @ z`` for real weights and complex ``z``: two real products, half the arithmetic of
+    promoting the weights to complex."""
+    product = lambda a: weights.astype(a.dtype) @ a  # noqa: E731
     if not jnp.iscomplexobj(z):
         return product(z)
     return jax.lax.complex(product(jnp.real(z)), product(jnp.imag(z)))
