@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 
 from .propagation import farfield_intensity
-from .sampling import FrameGeometry, extract_patches, fourier_translate, frame_patches, shift_ramp, whole_pixel_patches  # noqa: F401 (extract_patches re-exported)
+from .sampling import FrameGeometry, extract_patches, fourier_translate, frame_patches, whole_pixel_patches  # noqa: F401 (extract_patches re-exported)
 
 
 class ObjectStack(eqx.Module):
@@ -152,8 +152,7 @@ def shift_probes(probe, shifts):
     that exit wave is ``P(r - f) O(r)``, with the same far-field intensity. So the probe moves by
     ``f`` and the object needs only a whole-pixel crop (native-grid sampling).
     """
-    ramp = shift_ramp(shifts, probe.shape[-1])
-    return jnp.fft.ifft2(jnp.fft.fft2(probe)[:, None] * ramp[:, :, None])
+    return fourier_translate(probe[:, None], shifts[:, :, None])  # one FFT per mode, a ramp per frame
 
 
 def object_patches(params: Reconstruction, geometry: FrameGeometry, indices):
