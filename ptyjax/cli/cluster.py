@@ -15,7 +15,7 @@ def add_parser(subparsers):
     parser.add_argument("--seed", type=int, default=0, help="random seed: same seed, same labels (default 0)")
     parser.add_argument("--criterion", choices=("icl", "bic"), default="icl", help="how the number of groups is chosen: ICL counts well-separated clusters (default), BIC density components")
     parser.add_argument("--spatial-strength", default="auto", help="Potts interaction per neighbour: a number >= 0, or 'auto' (estimated by pseudo-likelihood, default)")
-    parser.add_argument("--min-edge-snr", type=float, default=3.0, help="pixels whose edge jumps are all below this many standard errors hold no chemistry and are labelled -2 (default 3; 0 keeps all)")
+    parser.add_argument("--min-edge-snr", type=float, default=None, help="pixels whose edge jumps are all below this many standard errors hold no chemistry and are labelled -2 (default: ptyjax.cluster.DETECTION_SNR, 3; 0 keeps all)")
     parser.add_argument("--no-spatial", action="store_true", help="independent pixels: no spatial smoothing of the posteriors")
     parser.add_argument("--outliers", choices=("absorb", "unassigned"), default="absorb", help="outlier pixels: group of their neighbours (default) or label -2")
     parser.set_defaults(func=run)
@@ -33,7 +33,9 @@ def run(args) -> int:
     options = {"outliers": args.outliers, "criterion": args.criterion, "spatial_strength": _strength(args.spatial_strength)}
     if args.no_spatial:
         options["spatial_iterations"] = 0
-    result = cluster(args.results, features, args.groups, (args.min_groups, args.max_groups), args.seed, min_edge_snr=args.min_edge_snr, **options)
+    if args.min_edge_snr is not None:
+        options["min_edge_snr"] = args.min_edge_snr
+    result = cluster(args.results, features, args.groups, (args.min_groups, args.max_groups), args.seed, **options)
     print(f"{args.results}: {result.n_groups} groups ({', '.join(map(str, result.counts))} pixels) from {', '.join(result.features)}")
     return 0
 
