@@ -60,11 +60,9 @@ def score(labels, truth, mask):
 
 
 def cluster_like_pipeline(chemistry, n_groups=None):
-    mask = np.asarray(chemistry["mask"], bool)
-    silent = ~cl.absorber_detected(chemistry)
-    maps = {n: np.where(silent, np.nan, chemistry[n]) for n in cl.THICKNESS_INDEPENDENT if n in chemistry}
-    result = cl.cluster_features(maps, mask, {n: chemistry[f"{n}_std"] for n in maps}, n_groups=n_groups, seed=0)
-    return np.where(silent & (result.labels >= 0), cl.UNASSIGNED, result.labels), result.n_groups
+    features = [n for n in cl.THICKNESS_INDEPENDENT if n in chemistry]
+    result = cl.cluster_chemistry(chemistry, features, n_groups=n_groups, seed=0)
+    return result.labels, result.n_groups
 
 
 def main(argv=None):

@@ -407,6 +407,23 @@ def absorber_detected(chemistry: dict, min_edge_snr: float = DETECTION_SNR):
     return np.any([np.nan_to_num(s, nan=-np.inf) > min_edge_snr for s in snr], axis=0)
 
 
+def cluster_chemistry(chemistry: dict, features, n_groups=None, k_range=(1, 6), seed=0, min_edge_snr=DETECTION_SNR,
+                      **options) -> ClusterResult:
+    """:func:`cluster_features` of the maps ``features`` of an in-memory ``/chemistry`` group (maps,
+    their ``*_std`` and ``mask``). Pixels where no edge is detected (:func:`absorber_detected` with
+    ``min_edge_snr``; 0 keeps all) get no data term and are labelled -2 (unassigned)."""
+    # Features of pixels without a detected edge are missing (NaN), so the mixture ignores them.
+    silent = ~absorber_detected(chemistry, min_edge_snr) if min_edge_snr > 0 else np.zeros(np.shape(chemistry["mask"]), bool)
+    maps = {n: np.where(silent, np.nan, chemistry[n]) for n in features}
+    stds = {n: chemistry[f"{n}_std"] for n in features if f"{n}_std" in chemistry}
+    result = cluster_features(maps, chemistry["mask"], stds, n_groups=n_groups, k_range=k_range, seed=seed, **options)
+    # The spatial prior has placed the silent pixels; the label map marks them "no edge detected"
+    # instead, so that a fringe of empty pixels does not show as the largest group.
+    labels = np.where(silent & (result.labels >= 0), UNASSIGNED, result.labels)
+    counts = np.array([np.count_nonzero(labels == k) for k in range(result.n_groups)])
+    return dataclasses.replace(result, labels=labels, counts=counts)
+
+
 def cluster(results_path, features=None, n_groups=None, k_range=(1, 6), seed=0, min_edge_snr=DETECTION_SNR, **options) -> ClusterResult:
     """Cluster the ``/chemistry`` maps of a results file and write ``/clustering``.
 
@@ -431,16 +448,7 @@ def cluster(results_path, features=None, n_groups=None, k_range=(1, 6), seed=0, 
     missing = [n for n in features if n not in chemistry]
     if missing:
         raise DataError(results_path, f"/chemistry has no {', '.join(missing)} (available: {', '.join(available)})")
-    # Features of pixels without a detected edge are missing (NaN), so the mixture ignores them.
-    silent = ~absorber_detected(chemistry, min_edge_snr) if min_edge_snr > 0 else np.zeros(np.shape(chemistry["mask"]), bool)
-    maps = {n: np.where(silent, np.nan, chemistry[n]) for n in features}
-    stds = {n: chemistry[f"{n}_std"] for n in features if f"{n}_std" in chemistry}
-    result = cluster_features(maps, chemistry["mask"], stds, n_groups=n_groups, k_range=k_range, seed=seed, **options)
-    # The spatial prior has placed the silent pixels; the label map marks them "no edge detected"
-    # instead, so that a fringe of empty pixels does not show as the largest group.
-    labels = np.where(silent & (result.labels >= 0), UNASSIGNED, result.labels)
-    counts = np.array([np.count_nonzero(labels == k) for k in range(result.n_groups)])
-    result = dataclasses.replace(result, labels=labels, counts=counts)
+    result = cluster_chemistry(chemistry, features, n_groups, k_range, seed, min_edge_snr, **options)
 
     units = [units_of(results_path, f"chemistry/{n}") for n in features]
     cov_units = [[_product_units(a, b) for b in units] for a in units]
