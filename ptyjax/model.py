@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 
 from .propagation import farfield_intensity
-from .sampling import FrameGeometry, extract_patches, fourier_translate, frame_patches, whole_pixel_patches  # noqa: F401 (extract_patches re-exported)
+from .sampling import FrameGeometry, bilinear_shift, extract_patches, footprints, fourier_translate, frame_patches, spread_tiles  # noqa: F401 (extract_patches re-exported)
 
 
 class ObjectStack(eqx.Module):
@@ -183,27 +183,24 @@ def patch_gradient(patches, scale):
     return tuple(d * per_common for d in jnp.gradient(patches, axis=(-2, -1)))
 
 
-def insert_patches(patches, centres, geometry: FrameGeometry, object_shape):
-    """Adjoint of patch extraction (:func:`ptyjax.sampling.whole_pixel_patches`) for real patches
-    (E, B, N, N) at ``centres``: their sum on the common grid (E, Ny, Nx)."""
-    template = jnp.zeros((centres.shape[0],) + tuple(object_shape), patches.dtype)
-    _, adjoint = jax.vjp(lambda o: jnp.real(whole_pixel_patches(o, centres, geometry)), template)
-    return adjoint(patches)[0]
-
-
 def illumination(params: Reconstruction, geometry: FrameGeometry, indices, object_shape):
     """Probe intensity of the frames ``indices`` summed onto the common grid, (E, Ny, Nx).
 
-    The adjoint of patch extraction applied to ``sum_modes |P|^2``: the weights with which those
-    frames' data enter each object pixel (to the nearest native pixel: a preconditioner's accuracy).
+    The adjoint of the exact sampler applied to ``sum_modes |P|^2`` (the weights with which those
+    frames' data enter each object pixel), computed once per energy for a frame on a whole pixel
+    (:func:`ptyjax.sampling.footprints`), moved to each frame's sub-pixel centre by bilinear weights
+    and summed by a windowed scatter-add (:func:`ptyjax.sampling.spread_tiles`): exact for frames on
+    whole pixels, slightly blurred otherwise, which a preconditioner tolerates; 3-4x cheaper than
+    one adjoint per frame, and the same for either sampler.
     """
     centres = jax.lax.stop_gradient(jnp.take_along_axis(params.positions(), indices[..., None], axis=1))
     probe_intensity = jnp.sum(jnp.abs(params.probe()) ** 2, axis=1)  # (E, N, N)
-    stacked = jnp.broadcast_to(probe_intensity[:, None], centres.shape[:2] + probe_intensity.shape[1:])
-    illum = insert_patches(stacked, centres, geometry, object_shape)
+    tiles, tile_centre = footprints(probe_intensity, geometry)
+    whole = jnp.floor(centres)
+    starts = whole.astype(jnp.int32) - tile_centre[:, None, None]
     # Lanczos weights dip slightly below zero; the row-sum form W^T |P|^2 is a majoriser of the
     # Gauss-Newton diagonal, which is what a step-size preconditioner needs.
-    return jnp.maximum(illum, 0.0)
+    return jnp.maximum(spread_tiles(bilinear_shift(tiles, centres - whole), starts, object_shape), 0.0)
 
 
 def probe_centre(probe):

@@ -128,10 +128,45 @@ def frame_patches(objects, centres, geometry: FrameGeometry):
     return crop_patches(native_objects(objects, geometry), starts, geometry), rests
 
 
-def whole_pixel_patches(objects, centres, geometry: FrameGeometry):
-    """:func:`frame_patches` without the probes' sub-pixel rests: the linear map whose adjoint
-    spreads per-frame weights onto the common grid (:func:`ptyjax.model.insert_patches`)."""
-    return frame_patches(objects, centres, geometry)[0]
+def footprints(images, geometry: FrameGeometry):
+    """Adjoint of the exact sampler for one frame per energy centred on a whole common-grid pixel:
+    real ``images`` (E, N, N) on the native frame grids spread onto common-grid tiles (E, W, W)
+    (``W = geometry.window``), and the tile pixel (E,) int on which each frame's centre lies.
+
+    The support starts on the tile's second pixel and ends before its last, so a tile moved by less
+    than a pixel (:func:`bilinear_shift`) keeps its mass, and a frame at centre ``c`` places its tile
+    at ``floor(c) - centre``, at most one pixel before the exact sampler's own crop
+    (:func:`spread_tiles`).
+    """
+    window = geometry.window
+    half = (geometry.frame_size // 2) * geometry.scale + LANCZOS_A * jnp.maximum(geometry.scale, 1.0)
+    centre = jnp.floor(half).astype(jnp.int32) + 1
+    centres = jnp.broadcast_to(centre.astype(jnp.float32)[:, None, None], (centre.shape[0], 1, 2))
+    template = jnp.zeros((centre.shape[0], window, window), images.dtype)
+    _, adjoint = jax.vjp(lambda o: exact_patches(o, centres, geometry)[:, 0], template)
+    return adjoint(images)[0], centre
+
+
+def bilinear_shift(tiles, rests):
+    """Tiles (E, S, S) translated by ``rests`` (E, B, 2) in [0, 1) pixels with bilinear weights, one
+    per frame: (E, B, S, S). Mass is kept when the tiles' last row and column are empty."""
+    t = tiles[:, None]
+    ry, rx = rests[..., 0, None, None], rests[..., 1, None, None]
+    moved = lambda dy, dx: jnp.pad(t, ((0, 0), (0, 0), (dy, 0), (dx, 0)))[..., : t.shape[-2], : t.shape[-1]]  # noqa: E731
+    return (1 - ry) * ((1 - rx) * t + rx * moved(0, 1)) + ry * ((1 - rx) * moved(1, 0) + rx * moved(1, 1))
+
+
+def spread_tiles(tiles, starts, object_shape):
+    """Sum onto the common grid (E, Ny, Nx) of per-frame tiles (E, B, S, S) placed with their first
+    pixel at ``starts`` (E, B, 2) (whole pixels): the adjoint of whole-pixel crops, a windowed
+    scatter-add. A start of -1 (a tile whose empty first row lies before the grid, see
+    :func:`footprints`) is placed exactly; tiles reaching further out are clamped into the grid, as
+    the exact sampler clamps its crops."""
+    padded = (object_shape[0] + 1, object_shape[1] + 1)
+    template = jnp.zeros((tiles.shape[0],) + padded, tiles.dtype)
+    crop = jax.vmap(jax.vmap(_frame_window, in_axes=(None, 0, None)), in_axes=(0, 0, None))
+    _, adjoint = jax.vjp(lambda o: crop(o, starts + 1, tiles.shape[-1]), template)
+    return adjoint(tiles)[0][:, 1:, 1:]
 
 
 def extract_patches(objects, centres, geometry: FrameGeometry):

@@ -1,13 +1,14 @@
 """Forward model: resampling, adjoints and gradients against finite differences."""
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from ptyjax import losses
-from ptyjax.model import FrameGeometry, LogObjectStack, Probe, Reconstruction, ScanPositions, extract_patches, illumination, insert_patches, predict_intensity
-from ptyjax.sampling import choose_sampling, whole_pixel_patches
+from ptyjax.model import FrameGeometry, LogObjectStack, Probe, Reconstruction, ScanPositions, extract_patches, illumination, predict_intensity
+from ptyjax.sampling import choose_sampling, exact_patches
 
 
 def smooth_image(shape, pixel_shift=(0.0, 0.0)):
@@ -51,22 +52,38 @@ def make_params(rng, n_e=2, n_pos=5, frame=16, shape=(40, 40), modes=2):
     return Reconstruction(obj, Probe.from_complex(10 * probe), positions)
 
 
+def exact_adjoint(images, centres, geometry, shape):
+    """W^T images: the exact sampler's adjoint, one frame at a time, for per-frame images (E, B, N, N)."""
+    template = jnp.zeros((centres.shape[0],) + shape, jnp.float32)
+    _, adjoint = jax.vjp(lambda o: exact_patches(o, centres, geometry), template)
+    return np.asarray(adjoint(images)[0])
+
+
 @pytest.mark.parametrize("sampling", ["exact", "native-grid"])
-def test_illumination_is_the_adjoint_of_patch_extraction(sampling):
+@pytest.mark.parametrize("whole_pixels", [True, False])
+def test_illumination_is_the_exact_adjoint_of_patch_extraction(sampling, whole_pixels):
+    """sum_frames W^T |P|^2 on the common grid: exact for frames on whole pixels; for sub-pixel centres
+    within 4 % (L2; 2.5 % measured) for a probe a few pixels wide (bilinear placement of the
+    per-energy tile); the same for either sampler. The nearest whole pixel misses by 10 %, dropping
+    the sub-pixel rests by 22 %."""
     rng = np.random.default_rng(0)
     params = make_params(rng)
+    n = np.arange(16) - 8
+    gaussian = np.exp(-(n[:, None] ** 2 + n[None, :] ** 2) / (2 * 2.5**2))  # |P| of a 2.5 px wide beam
+    params = eqx.tree_at(lambda p: p.probe, params, Probe.from_complex(np.broadcast_to(gaussian, (2, 1, 16, 16)).astype(np.complex64)))
+    if whole_pixels:
+        positions = params.positions
+        whole = jnp.round(positions()) - positions.drift[:, None] - positions.jitter
+        params = eqx.tree_at(lambda p: p.positions.nominal, params, whole)
     geometry = FrameGeometry.create([1.0, 1.15], 16, sampling)
     indices = jnp.asarray(np.tile(np.arange(5), (2, 1)))
     centres = jnp.take_along_axis(params.positions(), indices[..., None], axis=1)
     p2 = jnp.broadcast_to(jnp.sum(jnp.abs(params.probe()) ** 2, axis=1)[:, None], (2, 5, 16, 16))
-    adjoint = np.asarray(insert_patches(p2, centres, geometry, (40, 40)))
-    # <extract(o), |P|^2> == <o, adjoint(|P|^2)> for a real test image o (whole-pixel extraction).
-    o = jnp.asarray(rng.random((2, 40, 40)), jnp.float32)
-    lhs = np.sum(np.real(np.asarray(whole_pixel_patches(o, centres, geometry))) * np.asarray(p2))
-    np.testing.assert_allclose(lhs, np.sum(np.asarray(o) * adjoint), rtol=1e-4)
-    # The preconditioner's illumination is that adjoint, clipped at zero (Lanczos lobes).
+    truth = np.maximum(exact_adjoint(p2, centres, geometry, (40, 40)), 0)
     illum = np.asarray(illumination(params, geometry, indices, (40, 40)))
-    np.testing.assert_allclose(illum, np.maximum(adjoint, 0), rtol=1e-5, atol=1e-3 * adjoint.max())
+    error = np.linalg.norm(illum - truth) / np.linalg.norm(truth)
+    assert error < (1e-5 if whole_pixels else 0.04), error
+    np.testing.assert_allclose(illum.sum(), truth.sum(), rtol=1e-4)
 
 
 @pytest.mark.parametrize("loss_name,sampling", [("amplitude", "native-grid"), ("poisson", "exact")])
