@@ -12,17 +12,20 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-BASE = dict(n_energies=8, n_positions=64, frame_size=64, n_modes=1)
+BASE = dict(n_energies=8, n_positions=64, frame_size=64, n_modes=1, malloc="kept")
 # "sampling": the base case with the native-grid sampler against the per-frame matrices that
 # "auto" picks for these one-edge scans (ptyjax.sampling).
-VARY = {"sampling": ("native-grid",), "n_positions": (32, 128), "frame_size": (32, 128), "n_modes": (3,), "n_energies": (4, 16)}
-COLUMNS = ("energies", "positions", "frame", "modes", "sampling", "frames_gb", "first_epoch_s", "epoch_s", "fft_epoch_s", "fft_lib",
+# "malloc": the base case with the C library's default allocator instead of ptyjax.hostmemory's
+# settings (PTYJAX_SYSTEM_MALLOC=1): freed XLA temporaries unmapped and faulted in again every step.
+VARY = {"malloc": ("system",), "sampling": ("native-grid",), "n_positions": (32, 128), "frame_size": (32, 128), "n_modes": (3,), "n_energies": (4, 16)}
+COLUMNS = ("energies", "positions", "frame", "modes", "sampling", "malloc", "frames_gb", "first_epoch_s", "epoch_s", "fft_epoch_s", "fft_lib",
            "epoch_over_fft", "host_peak_gb")
 
 
@@ -34,11 +37,14 @@ def configurations(quick: bool):
 
 
 def run_child(config: dict, epochs: int) -> dict:
+    config = dict(config)
+    malloc = config.pop("malloc", "kept")
+    env = dict(os.environ, PTYJAX_SYSTEM_MALLOC="1" if malloc == "system" else "")
     proc = subprocess.run([sys.executable, str(HERE / "bench_common.py"), json.dumps(dict(config, epochs=epochs))],
-                          capture_output=True, text=True, cwd=HERE)
+                          capture_output=True, text=True, cwd=HERE, env=env)
     if proc.returncode != 0:
-        return dict(config, error=proc.stderr.strip().splitlines()[-1])
-    return json.loads(proc.stdout.split("RESULT", 1)[1])
+        return dict(config, malloc=malloc, error=proc.stderr.strip().splitlines()[-1])
+    return dict(json.loads(proc.stdout.split("RESULT", 1)[1]), malloc=malloc)
 
 
 def table(rows) -> str:
@@ -62,7 +68,8 @@ def main(argv=None):
     text = (f"# Epoch time vs problem size\n\nCommand: `python experiments/bench_epoch.py{' --quick' if args.quick else ''} "
             f"--epochs {args.epochs}`\n\nDevice: {rows[0].get('device', '?')}; batch {rows[0].get('batch', '?')} points per "
             f"energy per step; epoch_s = median epoch after the first (which includes compilation); fft_epoch_s = only the "
-            f"FFTs of one epoch (fastest library, `fft_lib`); host_peak_gb = child's VmHWM. Total {time.perf_counter() - t0:.0f} s.\n\n"
+            f"FFTs of one epoch (fastest library, `fft_lib`); malloc = `kept` (ptyjax.hostmemory) or `system` (the C library's default, "
+            f"`PTYJAX_SYSTEM_MALLOC=1`); host_peak_gb = child's VmHWM. Total {time.perf_counter() - t0:.0f} s.\n\n"
             + table(rows) + "\n")
     Path(args.output).write_text(text)
     print(text)
