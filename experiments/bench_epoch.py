@@ -29,11 +29,18 @@ COLUMNS = ("energies", "positions", "frame", "modes", "sampling", "malloc", "fra
            "epoch_over_fft", "host_peak_gb")
 
 
+# Further pairs with the base case: the largest frames with the default allocator (its memory cost).
+EXTRA = (dict(frame_size=128, malloc="system"),)
+
+
 def configurations(quick: bool):
     yield dict(BASE)
     for name, values in VARY.items():
         for value in values[:1] if quick else values:
             yield dict(BASE, **{name: value})
+    if not quick:
+        for extra in EXTRA:
+            yield dict(BASE, **extra)
 
 
 def run_child(config: dict, epochs: int) -> dict:

@@ -6,8 +6,9 @@ above 32 MB, and above 64 MB in the per-thread arenas of XLA's worker threads wh
 settings) and unmaps them on ``free``, so every step faults its temporaries back in page by page:
 on the ``small`` preset ~70 000 page faults and a third of the step's time in the kernel. With one
 arena, no ``mmap`` and a high trim threshold, freed blocks stay in the heap and the next step
-reuses them: the step ran 1.4-1.5x faster (one core, ``experiments/bench_epoch.py``), peak memory
-unchanged. Settings: glibc ``mallopt`` (``man 3 mallopt``); other C libraries are left alone.
+reuses them: epochs ran 1.4-1.6x faster (``experiments/bench_epoch.py``). The cost: freed blocks
+stay in the (fragmenting) heap, so peak host memory can be higher, by 0-20 % in that benchmark.
+Settings: glibc ``mallopt`` (``man 3 mallopt``); other C libraries are left alone.
 
 :func:`keep_freed_memory` runs when ``ptyjax`` is imported, which must precede the first JAX
 computation: threads that already hold an arena keep it. Set ``PTYJAX_SYSTEM_MALLOC=1`` to skip it.
