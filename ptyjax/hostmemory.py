@@ -7,7 +7,9 @@ settings) and unmaps them on ``free``, so every step faults its temporaries back
 on the ``small`` preset ~70 000 page faults and a third of the step's time in the kernel. With one
 arena, no ``mmap`` and a high trim threshold, freed blocks stay in the heap and the next step
 reuses them: epochs ran 1.4-1.6x faster (``experiments/bench_epoch.py``). The cost: freed blocks
-stay in the (fragmenting) heap, so peak host memory can be higher, by 0-20 % in that benchmark.
+stay in the (fragmenting) heap, so peak host memory can be higher, by 0-20 % in that benchmark, and
+XLA's compiler threads share one arena, so compilation takes ~10 % longer (2.9-3.2 -> 3.3-3.4 s
+for the small preset's step).
 Settings: glibc ``mallopt`` (``man 3 mallopt``); other C libraries are left alone.
 
 :func:`keep_freed_memory` runs when ``ptyjax`` is imported, which must precede the first JAX
