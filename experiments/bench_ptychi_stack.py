@@ -82,7 +82,7 @@ def main(argv=None):
                     f"{np.sum(t) / total:.2f} | {_quality(sc)} |\n" for m, (t, sc) in theirs.items())
     text = (f"# ptyjax vs Pty-chi LSQML on a whole stack (CPU, same data)\n\n"
             f"Command: `python experiments/bench_ptychi_stack.py --preset {args.preset} --epochs {args.epochs} --batch {args.batch} "
-            f"--threads {args.threads} --ptychi-malloc {args.ptychi_malloc}`\n\n"
+            f"--threads {args.threads} --ptychi-malloc {args.ptychi_malloc}{_output_option(args.output)}`\n\n"
             f"{args.preset} preset: {len(dataset)} energies x {problem.point_valid.shape[1]} positions x {problem.geometry.frame_size}^2, "
             f"1 mode, true probes, positions fixed. ptyjax: one joint fit (spectral prior; `exact` is the default for this stack, "
             f"see ptyjax.sampling), with its glibc malloc settings (ptyjax.hostmemory); Pty-chi: one run per energy, as installed "
@@ -93,6 +93,14 @@ def main(argv=None):
             f"| engine | epoch of the whole stack (s) | / Pty-chi (target <= 0.5) | NRMSE | phase FRC(0.5) (nm) |\n|---|---|---|---|---|\n{rows}")
     Path(args.output).write_text(text)
     print(text)
+
+
+def _output_option(output):
+    default = HERE / "results" / "bench_ptychi_stack.md"
+    path = Path(output).resolve()
+    if path == default:
+        return ""
+    return f" -o {path.relative_to(HERE.parent) if path.is_relative_to(HERE.parent) else path}"
 
 
 _MALLOC = {"system": "as installed", "kept": "ptyjax's malloc settings"}
