@@ -190,7 +190,7 @@ def illumination(params: Reconstruction, geometry: FrameGeometry, indices, objec
     frames' data enter each object pixel), computed once per energy for a frame on a whole pixel
     (:func:`ptyjax.sampling.footprints`), moved to each frame's sub-pixel centre by bilinear weights
     and summed by a windowed scatter-add (:func:`ptyjax.sampling.spread_tiles`): exact for frames on
-    whole pixels, slightly blurred otherwise, which a preconditioner tolerates; 3-4x cheaper than
+    whole pixels, slightly blurred otherwise, which a preconditioner tolerates; 4-5x cheaper than
     one adjoint per frame, and the same for either sampler.
     """
     centres = jax.lax.stop_gradient(jnp.take_along_axis(params.positions(), indices[..., None], axis=1))
