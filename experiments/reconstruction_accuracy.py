@@ -58,7 +58,7 @@ def od_spectrum_error(results_path, truth_path, shift_px=(0.0, 0.0)) -> float:
     """RMS error of the per-pixel OD spectra inside the particle (truth ``phase_label > 0``).
 
     The reconstruction's OD is referenced per energy to its own background (complement of
-    :func:`ptyjax.spectra.particle_mask`), which removes the one global complex offset the data cannot
+    :func:`ptyjax.spectra.particle_mask`, inside the measured field ``/reconstruction/scanned``), which removes the one global complex offset the data cannot
     fix; the truth OD (absolute, empty region = 0) is resampled onto the reconstruction grid moved by
     ``shift_px`` (the global translation from :func:`compare_to_truth`); labels use nearest neighbour.
     """
@@ -72,7 +72,10 @@ def od_spectrum_error(results_path, truth_path, shift_px=(0.0, 0.0)) -> float:
     od_truth = resample(truth["optical_density"], truth_grid, grid, order=1)
     label = resample(truth["phase_label"].astype(float), truth_grid, grid, order=0)
     inside = np.nan_to_num(label) > 0
-    od = spectra.optical_density_stack(obj, spectra.background_region(spectra.particle_mask(obj)))
+    # Mask and background from the measured field only, as the pipeline's analysis takes them.
+    fov = np.all(np.asarray(rec["scanned"]), axis=0) if "scanned" in rec else None
+    background = spectra.background_region(spectra.particle_mask(obj, field_of_view=fov), field_of_view=fov)
+    od = spectra.optical_density_stack(obj, background)
     residual = (od - od_truth)[:, inside]
     return float(np.sqrt(np.mean(residual**2)))
 

@@ -583,7 +583,7 @@ def analyze_stack(obj, energies_ev, pixel_size_m, edges=None, e0_method="fit", m
         raise PtyjaxError(f"mask shape {mask.shape} differs from the object's {obj.shape[1:]}")
     if not mask.any():
         raise PtyjaxError("the particle mask is empty")
-    background = sp.background_region(mask, background_margin_px) & ndimage.binary_erosion(fov, iterations=background_margin_px)
+    background = sp.background_region(mask, background_margin_px, field_of_view=fov)
     if background.sum() < 10:
         raise PtyjaxError("fewer than 10 background pixels: the particle fills the field of view")
     od = sp.optical_density_stack(obj, background)

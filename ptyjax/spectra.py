@@ -227,12 +227,16 @@ def _largest_component(binary):
     return labels == (1 + int(np.argmax(sizes)))
 
 
-def background_region(mask, margin_px=3):
+def background_region(mask, margin_px=3, field_of_view=None):
     """Empty region: the complement of ``mask`` eroded by ``margin_px`` pixels (away from the blurred
-    particle edge and its phase halo)."""
+    particle edge and its phase halo), inside ``field_of_view`` ((Ny, Nx) bool, the measured pixels;
+    default all) eroded by the same margin, so unmeasured filler never enters a reference."""
     outside = ~np.asarray(mask, dtype=bool)
     if margin_px > 0:
         outside = ndimage.binary_erosion(outside, iterations=margin_px, border_value=1)
+    if field_of_view is not None:
+        fov = np.asarray(field_of_view, dtype=bool)
+        outside &= ndimage.binary_erosion(fov, iterations=margin_px) if margin_px > 0 else fov
     return outside
 
 

@@ -27,6 +27,21 @@ def _disk_stack(n_energies=3, shift=(0.0, 0.0), seed=0):
     return obj.astype(np.complex64), od, phase, r2 < 1.0
 
 
+def test_background_stays_inside_the_measured_field():
+    """Unmeasured filler (transmission 1 exactly, no noise) would pull the OD reference and the noise
+    estimate: the background keeps ``margin`` pixels away from the field's edge as from the particle's."""
+    mask = np.zeros((N, N), bool)
+    mask[20:28, 20:28] = True
+    fov = np.zeros((N, N), bool)
+    fov[8:40, 6:42] = True
+    background = spectra.background_region(mask, 3, field_of_view=fov)
+    assert not background[~ndimage.binary_erosion(fov, iterations=3)].any()
+    assert not background[ndimage.binary_dilation(mask, iterations=3)].any()
+    np.testing.assert_array_equal(background, spectra.background_region(mask, 3) & ndimage.binary_erosion(fov, iterations=3))
+    # 26 x 30 measured pixels 3 px in from the field's edge, less the 8 x 8 particle grown by 3 px (172).
+    assert background.sum() == 26 * 30 - 172
+
+
 def test_background_referencing_and_unwrapping_recover_od_and_phase():
     obj, od_true, phase_true, mask = _disk_stack()
     background = spectra.background_region(mask, 3)
