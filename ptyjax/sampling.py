@@ -61,9 +61,10 @@ def native_is_common(scale) -> bool:
     return bool(np.all(np.abs(np.asarray(scale, np.float64) - 1.0) <= NATIVE_GRID_MAX_SPREAD))
 
 
-# Samples per block of the exact sampler's banded products (:func:`_banded_rows`). On 2 CPU cores
-# (30 energies x 12 frames of 64^2 per step) 16 gave the fastest step of 8/16/32/64: 175 ms against
-# 249 ms for one block of 64 (the dense form); smaller blocks lose to per-product overhead.
+# Samples per block of the exact sampler's banded products (:func:`_banded_rows`). Small preset step
+# (30 energies x 12 frames of 64^2), one CPU core, two runs each: blocks of 8: 233-296 ms, 16:
+# 249-256 ms, 32: 255-310 ms, 64 (one block, the dense form): 351-367 ms. 8 and 16 tie within this
+# machine's noise; 16 keeps fewer, larger products.
 EXACT_BLOCK = 16
 
 
@@ -139,8 +140,7 @@ def footprints(images, geometry: FrameGeometry):
     (:func:`spread_tiles`).
     """
     window = geometry.window
-    half = (geometry.frame_size // 2) * geometry.scale + LANCZOS_A * jnp.maximum(geometry.scale, 1.0)
-    centre = jnp.floor(half).astype(jnp.int32) + 1
+    centre = jnp.floor(_support_before_centre(geometry.scale, geometry.frame_size)).astype(jnp.int32) + 1
     centres = jnp.broadcast_to(centre.astype(jnp.float32)[:, None, None], (centre.shape[0], 1, 2))
     template = jnp.zeros((centre.shape[0], window, window), images.dtype)
     _, adjoint = jax.vjp(lambda o: exact_patches(o, centres, geometry)[:, 0], template)
@@ -207,6 +207,11 @@ def _interpolation_matrix(samples, start, scale, window: int):
     return weights / jnp.sum(weights, axis=1, keepdims=True)
 
 
+def _support_before_centre(scale, frame_size: int):
+    """Distance (common pixels) from a frame's centre back to the first pixel its Lanczos support reaches."""
+    return (frame_size // 2) * scale + LANCZOS_A * jnp.maximum(scale, 1.0)
+
+
 def _support_start(first_sample, scale, limit):
     """First pixel of the Lanczos support of a run of samples starting at ``first_sample``."""
     return jnp.clip(jnp.floor(first_sample - LANCZOS_A * jnp.maximum(scale, 1.0)).astype(jnp.int32), 0, limit)
@@ -231,9 +236,8 @@ def _banded_rows(image, samples, image_start, scale, block: int, window: int):
 
 def _exact_patch(obj, centre, scale, frame_size: int, window: int, block: int, block_window: int):
     """Object (Ny, Nx) resampled on the native N x N frame grid centred at ``centre`` (y, x) pixels."""
-    half = (frame_size // 2) * scale + LANCZOS_A * jnp.maximum(scale, 1.0)
     limit = jnp.array(obj.shape) - window
-    start = jnp.clip(jnp.floor(centre - half).astype(jnp.int32), 0, limit)
+    start = jnp.clip(jnp.floor(centre - _support_before_centre(scale, frame_size)).astype(jnp.int32), 0, limit)
     crop = jax.lax.dynamic_slice(obj, (start[0], start[1]), (window, window))
     offsets = (jnp.arange(frame_size) - frame_size // 2) * scale
     rows = _banded_rows(crop, centre[0] + offsets, start[0], scale, block, block_window)  # (N, W)
