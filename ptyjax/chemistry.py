@@ -89,12 +89,14 @@ def xanes_model(params, e):
 
 
 @partial(jax.jit, static_argnames=("free", "n_iter"))
-def _fit_batch(p_start, spectra, weights, e, free, n_iter=40):
+def _fit_batch(p_start, spectra, weights, e, free, n_iter=40, propagated=None):
     """Damped Gauss-Newton (Levenberg-Marquardt, Marquardt's diagonal scaling) with a fixed number of
     iterations, vmapped over pixels. ``p_start`` (P, 9), ``spectra`` (P, E), ``weights``: (E,) = 1/sigma,
     or an (E, E) whitening matrix ``L^-1`` of the noise covariance ``C = L L^T`` (generalised least
-    squares). Returns parameters (P, 9), standard errors (P, 9) (0 for fixed ones) and the reduced
-    chi^2 (P,)."""
+    squares). ``propagated`` (E, E): covariance of the weighted residual's noise when it is not the
+    identity (spectra denoised after the weights were measured): the parameter covariance is then
+    the sandwich ``H^-1 J^T Q J H^-1`` instead of ``H^-1 chi^2_red``. Returns parameters (P, 9),
+    standard errors (P, 9) (0 for fixed ones) and the reduced chi^2 (P,)."""
     free_idx = jnp.array(free)
     dof = e.shape[0] - len(free)
 
@@ -125,18 +127,23 @@ def _fit_batch(p_start, spectra, weights, e, free, n_iter=40):
 
         q0 = p0[free_idx]
         q, _, cost = jax.lax.fori_loop(0, n_iter, body, (q0, jnp.float32(1e-3), jnp.sum(residual(q0) ** 2)))
-        _, hess, _ = normal_equations(q)
+        jac = jax.jacfwd(residual)(q)
+        hess = jac.T @ jac
         chi2 = cost / jnp.maximum(dof, 1)
         # Covariance (J^T W J)^-1 * reduced chi^2, inverted in the scaled variables for float32 accuracy.
         scale = jnp.sqrt(jnp.diag(hess)) + 1e-30
-        cov = jnp.linalg.inv(hess / jnp.outer(scale, scale)) / jnp.outer(scale, scale) * chi2
+        inverse = jnp.linalg.inv(hess / jnp.outer(scale, scale)) / jnp.outer(scale, scale)
+        if propagated is None:
+            cov = inverse * chi2
+        else:
+            cov = inverse @ (jac.T @ propagated @ jac) @ inverse
         std = jnp.zeros_like(p0).at[free_idx].set(jnp.sqrt(jnp.diag(cov)))
         return p0.at[free_idx].set(q), std, chi2
 
     return jax.vmap(one)(p_start, spectra)
 
 
-def _fit_chunked(p_start, spectra, weights, e, free, chunk=16384):
+def _fit_chunked(p_start, spectra, weights, e, free, chunk=16384, propagated=None):
     """:func:`_fit_batch` over chunks of pixels (bounded memory; the last chunk is padded so every call
     has the same shape and compiles once)."""
     n = spectra.shape[0]
@@ -148,7 +155,8 @@ def _fit_chunked(p_start, spectra, weights, e, free, chunk=16384):
         p = np.pad(p_start[start:stop], ((0, pad), (0, 0)), mode="edge")
         y = np.pad(spectra[start:stop], ((0, pad), (0, 0)), mode="edge")
         result = _fit_batch(jnp.asarray(p, jnp.float32), jnp.asarray(y, jnp.float32),
-                            jnp.asarray(weights, jnp.float32), jnp.asarray(e, jnp.float32), free)
+                            jnp.asarray(weights, jnp.float32), jnp.asarray(e, jnp.float32), free,
+                            propagated=None if propagated is None else jnp.asarray(propagated, jnp.float32))
         outputs.append([np.asarray(r)[: stop - start] for r in result])
     return [np.concatenate(parts) for parts in zip(*outputs)]
 
@@ -330,7 +338,7 @@ def _whitening(noise):
     return np.linalg.inv(np.linalg.cholesky(noise))
 
 
-def fit_edge(energy_ev, spectra, element, edge="K", e0_method="fit", noise=None, n_iter=40):
+def fit_edge(energy_ev, spectra, element, edge="K", e0_method="fit", noise=None, n_iter=40, propagated_noise=None):
     """Edge energy, jump and white line of every spectrum of ``spectra`` (..., E) (OD at ``energy_ev``
     (E,) eV, one edge of ``element``).
 
@@ -339,7 +347,10 @@ def fit_edge(energy_ev, spectra, element, edge="K", e0_method="fit", noise=None,
     weights, and the scale of the reduced chi^2 (without it, chi^2 is the residual variance in OD^2). Standard errors are
     ``sqrt(diag((J^T W J)^-1) * chi^2_red)`` (fit mode); in half-jump mode the E0 error is the OD
     noise divided by the slope at the crossing; in derivative mode no curvature-based E0 error
-    exists and it is NaN. Failed fits (non-finite, E0 not inside the energy range, jump below twice
+    exists and it is NaN. ``propagated_noise`` (E, E): the covariance of the noise actually in
+    ``spectra`` when it differs from ``noise`` (spectra projected by a denoiser, whose noise is
+    ``P C P^T``): the fit keeps the weights of ``noise`` and its standard errors are propagated through
+    the weighted fit (sandwich estimator, fit mode only) instead of scaled by chi^2. Failed fits (non-finite, E0 not inside the energy range, jump below twice
     its standard error, i.e. no edge detected, non-positive width) are NaN. Computed in float32 with energies relative to the tabulated edge.
     """
     if e0_method not in E0_METHODS:
@@ -376,7 +387,11 @@ def fit_edge(energy_ev, spectra, element, edge="K", e0_method="fit", noise=None,
         start[:, _INDEX["pre_offset"]] = _pre_line(lines, 0.0)[:, 0]
         start[:, _INDEX["pre_slope"]] = lines["pre_coefs"][:, 1]
         weights = np.ones(len(e)) if noise is None else _whitening(noise)
-        params, std, chi2 = _fit_chunked(start, flat, weights, e, _pixel_free(len(e)))
+        propagated = None
+        if propagated_noise is not None:
+            whiten = weights if weights.ndim == 2 else np.diag(weights)
+            propagated = whiten @ np.asarray(propagated_noise, np.float64) @ whiten.T
+        params, std, chi2 = _fit_chunked(start, flat, weights, e, _pixel_free(len(e)), propagated=propagated)
         e0 = params[:, _INDEX["edge_energy"]]
         fitted = (
             np.all(np.isfinite(params), axis=1) & np.all(np.isfinite(std), axis=1)
@@ -516,18 +531,6 @@ _UNITS = {"edge_energy": "eV", "edge_jump": "1", "white_line": "1", "chi2": "1",
           "areal_density": "1/m^2"}
 
 
-def noise_covariance(od, background, window):
-    """OD noise covariance (E_w, E_w) between the energies ``window`` (bool (E,)) of the stack ``od``
-    (E, Ny, Nx), from the empty ``background`` pixels (Ledoit-Wolf shrinkage, J. Multivar. Anal. 88,
-    365 (2004): well conditioned with few pixels). Reconstruction noise is correlated between
-    energies (a spectral prior couples them), so independent weights would overstate the
-    information in a spectrum and shrink the fit uncertainties."""
-    from sklearn.covariance import LedoitWolf
-
-    samples = od[window][:, background].T.astype(np.float64)
-    return LedoitWolf().fit(samples).covariance_
-
-
 def _parse_elements(edges):
     if isinstance(edges, str):
         edges = [e.strip() for e in edges.split(",") if e.strip()]
@@ -552,8 +555,11 @@ def smooth_within(stack, regions, sigma_px):
     return out
 
 
+DENOISE_METHODS = ("none", "mnf")
+
+
 def analyze_stack(obj, energies_ev, pixel_size_m, edges=None, e0_method="fit", mask=None, smooth_px=0.0,
-                  calibration=None, background_margin_px=3, field_of_view=None):
+                  calibration=None, background_margin_px=3, field_of_view=None, denoise="none"):
     """Spectra and chemical maps of a complex object stack ``obj`` (E, Ny, Nx) at ``energies_ev`` (E,) eV
     with pixels of ``pixel_size_m`` m.
 
@@ -562,7 +568,10 @@ def analyze_stack(obj, energies_ev, pixel_size_m, edges=None, e0_method="fit", m
     background is its complement eroded by ``background_margin_px``; ``smooth_px``: Gaussian sigma
     (pixels) of an optional spatial smoothing of the OD maps (and of the phase map that gives the
     electron density) before fitting, within the particle and within the background separately
-    (:func:`smooth_within`); ``calibration``:
+    (:func:`smooth_within`); ``denoise``: "mnf" projects the particle's OD and phase spectra onto
+    their components that stand out of the background's noise first
+    (:func:`ptyjax.spectra.mnf_denoise`; the fit weights keep the background's raw noise, and the
+    uncertainties are scaled by each fit's reduced chi^2), "none" fits them as they are; ``calibration``:
     ``{element: {valence: E0}}`` (default ``physics.REFERENCE_EDGE_ENERGIES``); ``field_of_view``:
     (Ny, Nx) bool, the pixels measured at every energy (default all): background and particle are
     taken inside it only, so unmeasured filler pixels never bias the reference or the noise estimate.
@@ -592,10 +601,27 @@ def analyze_stack(obj, energies_ev, pixel_size_m, edges=None, e0_method="fit", m
     if not elements:
         raise PtyjaxError(f"energies {energies_ev.min():.1f}-{energies_ev.max():.1f} eV span no K edge of "
                           f"{', '.join(_CANDIDATES)}; name the edges (e.g. --edges Mn,Ni)")
+    if denoise not in DENOISE_METHODS:
+        raise PtyjaxError(f"denoise must be one of {', '.join(DENOISE_METHODS)}, not {denoise!r}")
+    if denoise == "mnf" and e0_method != "fit":
+        # Only the fit propagates the projected noise into its uncertainties.
+        raise PtyjaxError(f"denoise 'mnf' works with e0_method 'fit' only (whose uncertainties it propagates), "
+                          f"not {e0_method!r}: set denoise to 'none' (CLI: --denoise none)")
     calibration = calibration or physics.REFERENCE_EDGE_ENERGIES
+    # Noise-free (simulated) data have an exactly flat background: unweighted fits, nothing to denoise.
+    noisy = bool(np.all(od[:, background].std(axis=1) > 0))
     od_fit = smooth_within(od, [mask, background], smooth_px)
-    # Noise-free (simulated) data have an exactly flat background: unweighted fits.
-    noisy = bool(np.all(od_fit[:, background].std(axis=1) > 0))
+    phase_fit = smooth_within(phase[:1], [mask, background], smooth_px)[0]
+    # Noise of the fitted spectra, from the background after the same smoothing.
+    od_noise = sp.noise_covariance(od_fit, background) if noisy else None
+    phase_std = float(phase_fit[background].std())
+    extra_attrs = {}
+    if denoise == "mnf" and noisy:
+        od_denoised = sp.mnf_denoise(od, mask, background)
+        phase_denoised = sp.mnf_denoise(phase, mask, background)
+        od_fit = smooth_within(od_denoised.stack, [mask, background], smooth_px)
+        phase_fit = smooth_within(phase_denoised.stack[:1], [mask, background], smooth_px)[0]
+        extra_attrs = {"denoise_rank_optical_density": od_denoised.rank, "denoise_rank_phase": phase_denoised.rank}
 
     maps, shapes = {}, {}
 
@@ -609,8 +635,13 @@ def analyze_stack(obj, energies_ev, pixel_size_m, edges=None, e0_method="fit", m
         window = edge_window(energies_ev, element, elements)
         if window.sum() < 3:
             raise PtyjaxError(f"only {window.sum()} energies near the {element} K edge; need at least 3")
+        noise = None if od_noise is None else od_noise[np.ix_(window, window)]
+        # Denoised spectra keep the uncertainties of the raw ones (propagated, not scaled by the tiny
+        # chi^2 of a projected spectrum): the projection's own error, from estimating its components
+        # on noisy data, is systematic and shared by all pixels, so no credit is taken for it.
+        propagated = noise if "denoise_rank_optical_density" in extra_attrs else None
         result = fit_edge(energies_ev[window], od_fit[window][:, mask].T, element, e0_method=e0_method,
-                          noise=noise_covariance(od_fit, background, window) if noisy else None)
+                          noise=noise, propagated_noise=propagated)
         shapes[element] = result.shape
         for key in ("edge_energy", "edge_jump", "white_line"):
             put(f"{key}_{element}", getattr(result, key), _UNITS[key])
@@ -629,8 +660,7 @@ def analyze_stack(obj, energies_ev, pixel_size_m, edges=None, e0_method="fit", m
         put(name, ratio, "1")
         put(name + "_std", std, "1")
     # Lowest energy: pre-edge of every fitted edge, where f' of the absorbers is smallest.
-    phase_fit = smooth_within(phase[:1], [mask, background], smooth_px)[0]
-    ne, ne_std = electron_density_areal(phase_fit[mask], energies_ev[0], phase_fit[background].std())
+    ne, ne_std = electron_density_areal(phase_fit[mask], energies_ev[0], phase_std)
     put("electron_density_areal", ne, "1/m^2")
     put("electron_density_areal_std", np.full(ne.shape, ne_std), "1/m^2")
     metal = sum(n for n, _ in density.values())
@@ -640,7 +670,7 @@ def analyze_stack(obj, energies_ev, pixel_size_m, edges=None, e0_method="fit", m
     put("electrons_per_metal_std", per_metal_std, "1")
     maps["mask"] = (mask, "")
 
-    attrs = {"edges": ",".join(elements), "e0_method": e0_method, "smooth_px": float(smooth_px),
+    attrs = {"edges": ",".join(elements), "e0_method": e0_method, "smooth_px": float(smooth_px), "denoise": denoise, **extra_attrs,
              "electron_density_energy_ev": float(energies_ev[0]), "pixel_size": float(pixel_size_m),
              "line_shapes": json.dumps(shapes), "calibration": json.dumps(
                  {el: {str(k): v for k, v in table.items()} for el, table in calibration.items()})}
@@ -648,12 +678,13 @@ def analyze_stack(obj, energies_ev, pixel_size_m, edges=None, e0_method="fit", m
     return {"spectra": spectra_group, "chemistry": maps, "attrs": attrs}
 
 
-def analyze(results_path, edges=None, e0_method="fit", mask=None, smooth_px=None, calibration=None):
+def analyze(results_path, edges=None, e0_method="fit", mask=None, smooth_px=None, calibration=None, denoise=None):
     """Run :func:`analyze_stack` on the object stack of the HDF5 file ``results_path`` (a ptyjax results
     file, or HDF5 with ``object``/``energy``/``pixel_size``) and write its ``/spectra`` and ``/chemistry``
     groups into it. ``mask``: None (automatic), a (Ny, Nx) bool array or a ``.npy`` file.
-    ``smooth_px``: None takes the pipeline's default (``ptyjax config --defaults``: 1 px), so this,
-    ``ptyjax analyze`` and ``ptyjax run`` give the same maps. Returns the dict of :func:`analyze_stack`."""
+    ``smooth_px`` and ``denoise``: None takes the pipeline's defaults (``ptyjax config --defaults``:
+    1 px, "mnf" with the fit method), so this, ``ptyjax analyze`` and ``ptyjax run`` give the same maps. Returns the
+    dict of :func:`analyze_stack`."""
     from . import results
     from . import spectra as sp
     from .errors import DataError
@@ -661,6 +692,8 @@ def analyze(results_path, edges=None, e0_method="fit", mask=None, smooth_px=None
 
     if smooth_px is None:
         smooth_px = STAGE_DEFAULTS["analyze"]["smooth_px"][0]
+    if denoise is None:
+        denoise = STAGE_DEFAULTS["analyze"]["denoise"][0] if e0_method == "fit" else "none"
 
     stack = sp.load_stack(results_path)
     if mask is not None and not isinstance(mask, np.ndarray):
@@ -675,8 +708,9 @@ def analyze(results_path, edges=None, e0_method="fit", mask=None, smooth_px=None
     except DataError:
         pass  # not a ptyjax results file: the whole stack is the field of view
     out = analyze_stack(stack.object, stack.energy, stack.pixel_size, edges=edges, e0_method=e0_method,
-                        mask=mask, smooth_px=smooth_px, calibration=calibration, field_of_view=field_of_view)
-    config = {"edges": out["attrs"]["edges"], "e0_method": e0_method, "smooth_px": float(smooth_px),
+                        mask=mask, smooth_px=smooth_px, calibration=calibration, field_of_view=field_of_view,
+                        denoise=denoise)
+    config = {"edges": out["attrs"]["edges"], "e0_method": e0_method, "smooth_px": float(smooth_px), "denoise": denoise,
               "mask": "automatic" if mask is None else "given", "calibration": json.loads(out["attrs"]["calibration"])}
     results.write_group(results_path, "spectra", out["spectra"], config=config)
     results.write_group(results_path, "chemistry", out["chemistry"], attrs=out["attrs"], config=config)

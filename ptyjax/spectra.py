@@ -30,6 +30,9 @@ __all__ = [
     "otsu_threshold",
     "particle_mask",
     "background_region",
+    "noise_covariance",
+    "Denoised",
+    "mnf_denoise",
     "phase_correlation_shift",
     "fourier_shift",
     "register_stack",
@@ -238,6 +241,81 @@ def background_region(mask, margin_px=3, field_of_view=None):
         fov = np.asarray(field_of_view, dtype=bool)
         outside &= ndimage.binary_erosion(fov, iterations=margin_px) if margin_px > 0 else fov
     return outside
+
+
+def noise_covariance(stack, background, window=None):
+    """Noise covariance (E_w, E_w) between the energies ``window`` (bool (E,), default all) of the
+    real stack (E, Ny, Nx), from its empty ``background`` pixels (Ledoit-Wolf shrinkage, J.
+    Multivar. Anal. 88, 365 (2004): well conditioned with few pixels). Reconstruction noise is
+    correlated between energies (a spectral prior couples them), so independent weights would
+    overstate the information in a spectrum."""
+    from sklearn.covariance import LedoitWolf
+
+    stack = np.asarray(stack)
+    window = np.ones(stack.shape[0], bool) if window is None else np.asarray(window, bool)
+    samples = stack[window][:, np.asarray(background, bool)].T.astype(np.float64)
+    return LedoitWolf().fit(samples).covariance_
+
+
+class Denoised(NamedTuple):
+    """Result of :func:`mnf_denoise`: the stack, the (E, E) ``projector`` that maps a raw spectrum to
+    its denoised one (so noise of covariance C becomes ``projector @ C @ projector.T``), the number
+    of components kept, the variances of all components in units of the noise (descending) and the
+    noise edge they were compared with."""
+
+    stack: np.ndarray
+    projector: np.ndarray
+    rank: int
+    eigenvalues: np.ndarray
+    threshold: float
+
+
+def mnf_denoise(stack, region, background, rank=None) -> Denoised:
+    """Minimum-noise-fraction denoising of the spectra (E,) of the ``region`` pixels of the real
+    ``stack`` (E, Ny, Nx), e.g. optical density; pixels outside ``region`` are returned unchanged.
+
+    The spectra are whitened by the noise covariance measured on the empty ``background`` pixels
+    (:func:`noise_covariance`), decomposed into principal components (MNF transform, Green et al.,
+    IEEE Trans. Geosci. Remote Sens. 26, 65 (1988)) and projected onto the components whose
+    variance exceeds what noise alone reaches (the edge of the random-matrix spectrum of noise
+    whitened by an estimated covariance, see the code; for a known covariance the Marchenko-Pastur
+    edge ``(1 + sqrt(E / P))^2`` for P pixels), unless ``rank`` is given. A thin sample is a sum of a few materials, ``OD(E, r) = sum_m t_m(r)
+    mu_m(E)``, so its spectra span few components and the projection removes the noise in the
+    others (about ``sqrt(E / rank)`` in amplitude) without spatial blur. A weak but real component
+    stays as long as it stands out of the noise; if the particle is noisier than the background,
+    more components are kept (less denoising, never lost signal). At least one component (the mean
+    spectrum) is always kept.
+    """
+    stack = np.asarray(stack)
+    region, background = np.asarray(region, bool), np.asarray(background, bool)
+    n_energies, n_pixels = stack.shape[0], int(region.sum())
+    if n_pixels == 0:
+        raise ValueError("mnf_denoise: the region is empty")
+    if background.sum() < 2:
+        raise ValueError("mnf_denoise: fewer than 2 background pixels to measure the noise")
+    noise = noise_covariance(stack, background)
+    try:
+        cholesky = np.linalg.cholesky(noise)
+    except np.linalg.LinAlgError:
+        raise ValueError("mnf_denoise: the background has no measurable noise (noise-free data?)") from None
+    whitened = np.linalg.solve(cholesky, stack[:, region].astype(np.float64))  # (E, P)
+    eigenvalues, vectors = np.linalg.eigh(whitened @ whitened.T / n_pixels)
+    eigenvalues, vectors = eigenvalues[::-1], vectors[:, ::-1]
+    # Largest eigenvalue of pure noise whitened by a covariance estimated from n_b samples: the upper
+    # edge of the F-matrix spectrum, ((1 + sqrt(y1 + y2 - y1 y2)) / (1 - y2))^2 with y1 = E/P and
+    # y2 = E/n_b (Bai & Silverstein, Spectral Analysis of Large Dimensional Random Matrices, 2010,
+    # thm 4.10); Marchenko-Pastur's (1 + sqrt(y1))^2 when the noise is known (n_b -> infinity).
+    y1, y2 = n_energies / n_pixels, min(n_energies / int(background.sum()), 0.5)
+    threshold = float(((1.0 + np.sqrt(y1 + y2 - y1 * y2)) / (1.0 - y2)) ** 2)
+    if rank is None:
+        rank = max(1, int(np.count_nonzero(eigenvalues > threshold)))
+    elif not 1 <= int(rank) <= n_energies:
+        raise ValueError(f"mnf_denoise: rank must be 1..{n_energies}, not {rank}")
+    kept = vectors[:, : int(rank)]
+    projector = cholesky @ kept @ np.linalg.solve(cholesky.T, kept).T  # L V V^T L^-1
+    out = np.array(stack, copy=True)
+    out[:, region] = projector @ stack[:, region].astype(np.float64)
+    return Denoised(out, projector, int(rank), eigenvalues, threshold)
 
 
 def _border(shape, width):

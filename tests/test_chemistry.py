@@ -13,6 +13,7 @@ from ptyjax import chemistry as ch
 from ptyjax import physics as ph
 from ptyjax import results
 from ptyjax.cli import COMMANDS
+from ptyjax.spectra import noise_covariance
 
 LARCH = json.loads((Path(__file__).parent / "data" / "larch_reference.json").read_text())
 LNMO, LNMO_DENSITY, THICKNESS = "LiNi0.5Mn1.5O4", 4.45, 1e-6  # g/cm^3, m
@@ -128,7 +129,7 @@ def test_correlated_noise_is_weighted_by_its_covariance():
     chol = np.linalg.cholesky(cov)
     noisy = clean + rng.standard_normal((400, len(energy))) @ chol.T
     background = (rng.standard_normal((3000, len(energy))) @ chol.T).T[:, :, None]  # (E, 3000, 1) "stack"
-    estimated = ch.noise_covariance(background, np.ones((3000, 1), bool), np.ones(len(energy), bool))
+    estimated = noise_covariance(background, np.ones((3000, 1), bool), np.ones(len(energy), bool))
     np.testing.assert_allclose(estimated, cov, atol=0.1 * cov[0, 0])
 
     def covered(noise):
@@ -176,10 +177,10 @@ def test_electron_density():
 # --- whole stack and CLI ------------------------------------------------------------------------------
 
 
-def _results_file(path, n=24):
+def _results_file(path, n=24, radius=8.0):
     energy = np.concatenate([_grid(MN.edge_energy_ev, fine=1.5), _grid(NI.edge_energy_ev, fine=1.5)])
     y, x = np.mgrid[:n, :n] - (n - 1) / 2
-    thickness = THICKNESS * np.clip(1.0 - (y**2 + x**2) / 8.0**2, 0.0, None)
+    thickness = THICKNESS * np.clip(1.0 - (y**2 + x**2) / radius**2, 0.0, None)
     delta, beta = ph.compound_delta_beta(LNMO, LNMO_DENSITY, energy, edges={"Mn": MN, "Ni": NI})
     obj = ph.transmission(delta[:, None, None], beta[:, None, None], thickness[None], energy[:, None, None])
     obj = obj * np.exp(1j * np.linspace(0, 2, len(energy)))[:, None, None] * 0.9  # arbitrary complex scale
@@ -256,3 +257,37 @@ def test_analyze_cli_bad_input(tmp_path, capsys):
 
     with pytest.raises(DataError, match="does not exist"):
         analyze.run(parser.parse_args(["analyze", str(tmp_path / "none.h5")]))
+
+
+def test_mnf_denoising_sharpens_noisy_maps_and_keeps_honest_uncertainties(tmp_path):
+    """A noisy LiNi0.5Mn1.5O4 particle (1 % complex noise per pixel and energy): the raw per-pixel
+    fits scatter by eV; after MNF (one material: one component) the Mn edge energy is ~30x closer to
+    the noise-free analysis (measured 1.84 -> 0.063 eV), the edge is detected as often, and its
+    1-sigma interval covers the error (the raw spectrum's uncertainty is kept) instead of shrinking
+    with the tiny chi^2 of a projected spectrum."""
+    path = tmp_path / "results.h5"
+    _results_file(path, n=40, radius=14.0)
+    rec = results.read_group(path, "reconstruction")
+    obj, energy = rec["object"], rec["energy"]
+    reference = ch.analyze_stack(obj, energy, 40e-9, edges="Mn,Ni")["chemistry"]
+    mask = reference["mask"][0]
+    rng = np.random.default_rng(0)
+    noisy = obj * np.exp(0.01 * (rng.standard_normal(obj.shape) + 1j * rng.standard_normal(obj.shape)))
+    inside = ndimage.binary_erosion(mask, iterations=2)
+    maps, attrs = {}, {}
+    for denoise in ("none", "mnf"):
+        out = ch.analyze_stack(noisy, energy, 40e-9, edges="Mn,Ni", mask=mask, denoise=denoise)
+        maps[denoise], attrs[denoise] = {k: v[0][inside] for k, v in out["chemistry"].items()}, out["attrs"]
+    error = {d: maps[d]["edge_energy_Mn"] - reference["edge_energy_Mn"][0][inside] for d in maps}
+    rmse = {d: np.sqrt(np.nanmean(error[d] ** 2)) for d in maps}
+    assert rmse["mnf"] < 0.2 * rmse["none"], rmse
+    detected = {d: np.isfinite(error[d]) for d in maps}  # edge jump > 2 sigma
+    assert detected["mnf"].mean() >= detected["none"].mean() - 0.01, detected
+    covered = np.mean(np.abs(error["mnf"]) < maps["mnf"]["edge_energy_Mn_std"], where=detected["mnf"])
+    # Never too narrow (with the chi^2 of the projected spectra it was 0 %); wider than needed, as
+    # the raw spectrum's uncertainty is an upper bound of the denoised one's noise (measured 100 %).
+    assert covered > 0.68, covered
+    assert attrs["mnf"]["denoise_rank_optical_density"] == 1 and "denoise_rank_phase" in attrs["mnf"]
+    assert "denoise_rank_optical_density" not in attrs["none"]
+    with pytest.raises(ch.PtyjaxError, match="e0_method 'fit' only"):
+        ch.analyze_stack(noisy, energy, 40e-9, edges="Mn,Ni", mask=mask, denoise="mnf", e0_method="half-jump")

@@ -17,6 +17,9 @@ def add_parser(subparsers):
     parser.add_argument("--smooth", type=float, default=None, metavar="PX",
                         help="Gaussian smoothing (sigma, pixels) of the OD maps before fitting, within the particle "
                         "(default: as `ptyjax run`, 1; 0: none)")
+    parser.add_argument("--denoise", default=None, choices=["mnf", "none"],
+                        help="spectral denoising of the particle's spectra before fitting: mnf keeps the components that "
+                        "stand out of the background's noise (default: as `ptyjax run`, mnf)")
     parser.add_argument("--mask", default=None, metavar="FILE.npy", help="particle mask (Ny, Nx) bool; default automatic")
     parser.set_defaults(func=run)
     return parser
@@ -27,7 +30,8 @@ def run(args) -> int:
 
     from ..chemistry import analyze
 
-    out = analyze(args.results, edges=args.edges, e0_method=args.e0_method, mask=args.mask, smooth_px=args.smooth)
+    out = analyze(args.results, edges=args.edges, e0_method=args.e0_method, mask=args.mask, smooth_px=args.smooth,
+                  denoise=args.denoise)
     chem = out["chemistry"]
     print(f"{args.results}: /spectra, /chemistry written ({int(chem['mask'][0].sum())} particle pixels)")
     for name in sorted(chem):
