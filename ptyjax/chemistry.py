@@ -350,8 +350,9 @@ def fit_edge(energy_ev, spectra, element, edge="K", e0_method="fit", noise=None,
     exists and it is NaN. ``propagated_noise`` (E, E): the covariance of the noise actually in
     ``spectra`` when it differs from ``noise`` (spectra projected by a denoiser, whose noise is
     ``P C P^T``): the fit keeps the weights of ``noise`` and its standard errors are propagated through
-    the weighted fit (sandwich estimator, fit mode only) instead of scaled by chi^2. Failed fits (non-finite, E0 not inside the energy range, jump below twice
-    its standard error, i.e. no edge detected, non-positive width) are NaN. Computed in float32 with energies relative to the tabulated edge.
+    the weighted fit (sandwich estimator, fit mode only) instead of scaled by chi^2. Failed fits
+    (non-finite, E0 not inside the energy range, jump below twice its standard error, i.e. no edge
+    detected, non-positive width) are NaN. Computed in float32 with energies relative to the tabulated edge.
     """
     if e0_method not in E0_METHODS:
         raise PtyjaxError(f"e0 method must be one of {', '.join(E0_METHODS)}, not {e0_method!r}")
@@ -570,8 +571,9 @@ def analyze_stack(obj, energies_ev, pixel_size_m, edges=None, e0_method="fit", m
     electron density) before fitting, within the particle and within the background separately
     (:func:`smooth_within`); ``denoise``: "mnf" projects the particle's OD and phase spectra onto
     their components that stand out of the background's noise first
-    (:func:`ptyjax.spectra.mnf_denoise`; the fit weights keep the background's raw noise, and the
-    uncertainties are scaled by each fit's reduced chi^2), "none" fits them as they are; ``calibration``:
+    (:func:`ptyjax.spectra.mnf_denoise`; the fit weights and the uncertainties are those of the raw
+    spectra, propagated through the fit, an upper bound), "none" fits them as they are (fit mode
+    only: other ``e0_method`` values raise); ``calibration``:
     ``{element: {valence: E0}}`` (default ``physics.REFERENCE_EDGE_ENERGIES``); ``field_of_view``:
     (Ny, Nx) bool, the pixels measured at every energy (default all): background and particle are
     taken inside it only, so unmeasured filler pixels never bias the reference or the noise estimate.
