@@ -21,10 +21,10 @@ STAGE_DEFAULTS = {
         "e0_method": ("fit", "edge energy definition: fit | derivative | half-jump"),
         # 1 px: below the reconstruction's resolution (phase FRC 1.4-2 px on the simulator presets), while
         # averaging the per-pixel noise (small preset: Mn E0 RMSE 0.49 -> 0.32 eV, ARI 0.39 -> 0.65).
-        # MNF then removes the noise outside the few spectral components a sum of materials spans
-        # (small preset, two reconstructions: Ni E0 RMSE 0.30-0.32 -> 0.11-0.12 eV, Ni/Mn error
-        # 28 % -> 15 %, ARI 0.77-0.78 -> 0.83-0.85; experiments/cluster_ceiling.py).
-        "denoise": ("mnf", "spectral denoising before fitting: mnf (noise-adjusted principal components) | none"),
+        # MNF is opt-in: sharper chemistry (small preset: Ni/Mn error 28 -> 16 %, Mn E0 RMSE 0.29 ->
+        # 0.24 eV; at 1e5 photons/frame 122 -> 51 %, 0.62 -> 0.47 eV) and a higher ARI, but ICL then
+        # counts mixed boundary pixels as extra groups (demo: 4-6 instead of 3). See README "Chemistry".
+        "denoise": ("none", "spectral denoising before fitting (fit method only): none | mnf (noise-adjusted principal components plus each edge's shift direction)"),
         "smooth_px": (1.0, "Gaussian smoothing of spectra before fitting, in pixels (0: none)"),
     },
     "cluster": {

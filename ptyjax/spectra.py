@@ -270,7 +270,7 @@ class Denoised(NamedTuple):
     threshold: float
 
 
-def mnf_denoise(stack, region, background, rank=None) -> Denoised:
+def mnf_denoise(stack, region, background, rank=None, keep=None) -> Denoised:
     """Minimum-noise-fraction denoising of the spectra (E,) of the ``region`` pixels of the real
     ``stack`` (E, Ny, Nx), e.g. optical density; pixels outside ``region`` are returned unchanged.
 
@@ -284,7 +284,13 @@ def mnf_denoise(stack, region, background, rank=None) -> Denoised:
     others (about ``sqrt(E / rank)`` in amplitude) without spatial blur. A weak but real component
     stays as long as it stands out of the noise; if the particle is noisier than the background,
     more components are kept (less denoising, never lost signal). At least one component (the mean
-    spectrum) is always kept.
+    spectrum) is always kept. ``keep`` (E, m): directions (raw units) kept in addition, e.g. the
+    signature of an edge shift, whose variation may be real but too weak to pass the edge (below it,
+    a sample component carries no information about the signal's direction).
+
+    The projection is a low-rank prior on the spectra: it removes noise only because it also removes
+    variation outside the kept subspace, so a real component below the noise edge is lost unless it
+    is in ``keep``.
     """
     stack = np.asarray(stack)
     region, background = np.asarray(region, bool), np.asarray(background, bool)
@@ -312,6 +318,10 @@ def mnf_denoise(stack, region, background, rank=None) -> Denoised:
     elif not 1 <= int(rank) <= n_energies:
         raise ValueError(f"mnf_denoise: rank must be 1..{n_energies}, not {rank}")
     kept = vectors[:, : int(rank)]
+    if keep is not None:
+        # Known directions join the subspace (whitened, then orthonormalised with the components).
+        extra = np.linalg.solve(cholesky, np.asarray(keep, np.float64).reshape(n_energies, -1))
+        kept = np.linalg.qr(np.concatenate([kept, extra], axis=1))[0]
     projector = cholesky @ kept @ np.linalg.solve(cholesky.T, kept).T  # L V V^T L^-1
     out = np.array(stack, copy=True)
     out[:, region] = projector @ stack[:, region].astype(np.float64)

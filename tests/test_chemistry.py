@@ -177,13 +177,16 @@ def test_electron_density():
 # --- whole stack and CLI ------------------------------------------------------------------------------
 
 
-def _results_file(path, n=24, radius=8.0):
+def _results_file(path, n=24, radius=8.0, noise=0.0):
     energy = np.concatenate([_grid(MN.edge_energy_ev, fine=1.5), _grid(NI.edge_energy_ev, fine=1.5)])
     y, x = np.mgrid[:n, :n] - (n - 1) / 2
     thickness = THICKNESS * np.clip(1.0 - (y**2 + x**2) / radius**2, 0.0, None)
     delta, beta = ph.compound_delta_beta(LNMO, LNMO_DENSITY, energy, edges={"Mn": MN, "Ni": NI})
     obj = ph.transmission(delta[:, None, None], beta[:, None, None], thickness[None], energy[:, None, None])
     obj = obj * np.exp(1j * np.linspace(0, 2, len(energy)))[:, None, None] * 0.9  # arbitrary complex scale
+    if noise:
+        rng = np.random.default_rng(0)
+        obj = obj * np.exp(noise * (rng.standard_normal(obj.shape) + 1j * rng.standard_normal(obj.shape)))
     results.write_group(path, "reconstruction", {"object": (obj.astype(np.complex64), "1"),
                                                  "energy": (energy, "eV"), "pixel_size": (40e-9, "m")})
     return thickness
@@ -261,10 +264,10 @@ def test_analyze_cli_bad_input(tmp_path, capsys):
 
 def test_mnf_denoising_sharpens_noisy_maps_and_keeps_honest_uncertainties(tmp_path):
     """A noisy LiNi0.5Mn1.5O4 particle (1 % complex noise per pixel and energy): the raw per-pixel
-    fits scatter by eV; after MNF (one material: one component) the Mn edge energy is ~30x closer to
-    the noise-free analysis (measured 1.84 -> 0.063 eV), the edge is detected as often, and its
-    1-sigma interval covers the error (the raw spectrum's uncertainty is kept) instead of shrinking
-    with the tiny chi^2 of a projected spectrum."""
+    fits scatter by eV; after MNF (one material: one component, plus the two edge-shift directions)
+    the Mn edge energy is ~3x closer to the noise-free analysis (measured 1.84 -> 0.63 eV), the edge
+    is detected as often, and its 1-sigma interval covers the error (the raw spectrum's uncertainty
+    is kept) instead of shrinking with the tiny chi^2 of a projected spectrum."""
     path = tmp_path / "results.h5"
     _results_file(path, n=40, radius=14.0)
     rec = results.read_group(path, "reconstruction")
@@ -280,7 +283,7 @@ def test_mnf_denoising_sharpens_noisy_maps_and_keeps_honest_uncertainties(tmp_pa
         maps[denoise], attrs[denoise] = {k: v[0][inside] for k, v in out["chemistry"].items()}, out["attrs"]
     error = {d: maps[d]["edge_energy_Mn"] - reference["edge_energy_Mn"][0][inside] for d in maps}
     rmse = {d: np.sqrt(np.nanmean(error[d] ** 2)) for d in maps}
-    assert rmse["mnf"] < 0.2 * rmse["none"], rmse
+    assert rmse["mnf"] < 0.5 * rmse["none"], rmse
     detected = {d: np.isfinite(error[d]) for d in maps}  # edge jump > 2 sigma
     assert detected["mnf"].mean() >= detected["none"].mean() - 0.01, detected
     covered = np.mean(np.abs(error["mnf"]) < maps["mnf"]["edge_energy_Mn_std"], where=detected["mnf"])
@@ -291,3 +294,44 @@ def test_mnf_denoising_sharpens_noisy_maps_and_keeps_honest_uncertainties(tmp_pa
     assert "denoise_rank_optical_density" not in attrs["none"]
     with pytest.raises(ch.PtyjaxError, match="e0_method 'fit' only"):
         ch.analyze_stack(noisy, energy, 40e-9, edges="Mn,Ni", mask=mask, denoise="mnf", e0_method="half-jump")
+
+
+def test_mnf_keeps_a_weak_edge_shift():
+    """The outer ring of the particle has its Mn edge 0.5 eV higher (a valence change in a minority
+    of thin pixels, too weak to pass MNF's noise edge). The projection keeps each edge's shift
+    direction, so the ring-core difference of the fitted edge energies survives (measured 0.45 eV
+    against 0.49 eV without noise); projected onto the noise-edge components alone it read 0.0005 eV."""
+    import dataclasses
+
+    energy = np.concatenate([_grid(MN.edge_energy_ev, fine=1.5), _grid(NI.edge_energy_ev, fine=1.5)])
+    y, x = np.mgrid[:40, :40] - 19.5
+    thickness = THICKNESS * np.clip(1.0 - (y**2 + x**2) / 14.0**2, 0.0, None)
+    ring = np.hypot(y, x) > 10
+    stacks = []
+    for mn in (MN, dataclasses.replace(MN, edge_energy_ev=MN.edge_energy_ev + 0.5)):
+        delta, beta = ph.compound_delta_beta(LNMO, LNMO_DENSITY, energy, edges={"Mn": mn, "Ni": NI})
+        stacks.append(ph.transmission(delta[:, None, None], beta[:, None, None], thickness[None], energy[:, None, None]))
+    obj = np.where(ring[None], stacks[1], stacks[0])
+    rng = np.random.default_rng(0)
+    noisy = obj * np.exp(0.01 * (rng.standard_normal(obj.shape) + 1j * rng.standard_normal(obj.shape)))
+
+    def ring_minus_core(stack, **options):
+        chem = ch.analyze_stack(stack, energy, 40e-9, edges="Mn,Ni", **options)["chemistry"]
+        e0, inside = chem["edge_energy_Mn"][0], ndimage.binary_erosion(chem["mask"][0])
+        return np.nanmean(e0[inside & ring]) - np.nanmean(e0[inside & ~ring]), chem["mask"][0]
+
+    clean, mask = ring_minus_core(obj)
+    denoised, _ = ring_minus_core(noisy, mask=mask, denoise="mnf")
+    assert abs(clean - 0.5) < 0.05 and abs(denoised - clean) < 0.15, (clean, denoised)
+
+
+def test_analyze_cli_denoise_option(tmp_path):
+    """``--denoise mnf`` reaches the analysis and records its ranks; the default (none) does not denoise."""
+    path = tmp_path / "results.h5"
+    _results_file(path, n=32, radius=12.0, noise=0.01)
+    assert _cli(["analyze", str(path)]) == 0
+    attrs = results.read_group(path, "chemistry")["attrs"]
+    assert attrs["denoise"] == "none" and "denoise_rank_optical_density" not in attrs
+    assert _cli(["analyze", str(path), "--denoise", "mnf"]) == 0
+    attrs = results.read_group(path, "chemistry")["attrs"]
+    assert attrs["denoise"] == "mnf" and attrs["denoise_rank_optical_density"] >= 1

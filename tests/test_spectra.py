@@ -177,6 +177,11 @@ def test_mnf_keeps_the_materials_and_removes_the_noise(seed):
     assert out.rank == 3 and abs(residual - np.sqrt(3 / 30)) < 0.03, residual  # measured 0.318, 0.322
     weak, _, region, background = _materials_stack(weak=0.1, seed=seed)
     assert spectra.mnf_denoise(weak, region, background).rank == 4
+    # A direction given in ``keep`` passes unchanged, whatever the data say about it.
+    direction = np.sin(np.linspace(0.0, 9.0, 30))
+    kept = spectra.mnf_denoise(noisy, region, background, keep=direction[:, None]).projector
+    np.testing.assert_allclose(kept @ direction, direction, atol=1e-6)
+    assert np.linalg.norm(out.projector @ direction - direction) > 0.5 * np.linalg.norm(direction)
 
 
 def test_mnf_rejects_what_it_cannot_use():

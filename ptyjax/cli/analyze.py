@@ -18,8 +18,9 @@ def add_parser(subparsers):
                         help="Gaussian smoothing (sigma, pixels) of the OD maps before fitting, within the particle "
                         "(default: as `ptyjax run`, 1; 0: none)")
     parser.add_argument("--denoise", default=None, choices=["mnf", "none"],
-                        help="spectral denoising of the particle's spectra before fitting: mnf keeps the components that "
-                        "stand out of the background's noise (default: as `ptyjax run`, mnf)")
+                        help="spectral denoising of the particle's spectra before fitting (--e0 fit only): mnf keeps the "
+                        "components that stand out of the background's noise and each edge's shift direction "
+                        "(default: as `ptyjax run`, none)")
     parser.add_argument("--mask", default=None, metavar="FILE.npy", help="particle mask (Ny, Nx) bool; default automatic")
     parser.set_defaults(func=run)
     return parser
@@ -38,5 +39,8 @@ def run(args) -> int:
         if name.startswith(("edge_energy_", "edge_jump_", "valence_", "electrons_per")) or name.endswith("_ratio"):
             if not name.endswith("_std"):
                 values = chem[name][0]
+                if not np.isfinite(values).any():
+                    print(f"  {name:24s} not measured in any pixel (no edge detected)")
+                    continue
                 print(f"  {name:24s} median {np.nanmedian(values):.6g} {chem[name][1]}")
     return 0
