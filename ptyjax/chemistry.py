@@ -580,11 +580,11 @@ def analyze_stack(obj, energies_ev, pixel_size_m, edges=None, e0_method="fit", m
     background is its complement eroded by ``background_margin_px``; ``smooth_px``: Gaussian sigma
     (pixels) of an optional spatial smoothing of the OD maps (and of the phase map that gives the
     electron density) before fitting, within the particle and within the background separately
-    (:func:`smooth_within`); ``denoise``: "mnf" projects the particle's OD and phase spectra onto
-    their components that stand out of the background's noise, plus each edge's shift direction
-    (:func:`edge_shift_directions`), first (:func:`ptyjax.spectra.mnf_denoise`; the fit weights and
-    the uncertainties are those of the raw spectra, propagated through the fit, an upper bound), "none" fits them as they are (fit mode
-    only: other ``e0_method`` values raise); ``calibration``:
+    (:func:`smooth_within`); ``denoise``: "mnf" first projects the particle's OD and phase spectra
+    onto their components that stand out of the background's noise, plus each edge's shift
+    direction (:func:`edge_shift_directions`, :func:`ptyjax.spectra.mnf_denoise`; fit weights and
+    uncertainties stay those of the raw spectra, an upper bound; fit mode only, other
+    ``e0_method`` values raise), "none" fits the spectra as they are; ``calibration``:
     ``{element: {valence: E0}}`` (default ``physics.REFERENCE_EDGE_ENERGIES``); ``field_of_view``:
     (Ny, Nx) bool, the pixels measured at every energy (default all): background and particle are
     taken inside it only, so unmeasured filler pixels never bias the reference or the noise estimate.
@@ -682,7 +682,8 @@ def analyze_stack(obj, energies_ev, pixel_size_m, edges=None, e0_method="fit", m
     put("electrons_per_metal_std", per_metal_std, "1")
     maps["mask"] = (mask, "")
 
-    attrs = {"edges": ",".join(elements), "e0_method": e0_method, "smooth_px": float(smooth_px), "denoise": denoise, **extra_attrs,
+    attrs = {"edges": ",".join(elements), "e0_method": e0_method, "smooth_px": float(smooth_px),
+             "denoise": denoise, **extra_attrs,
              "electron_density_energy_ev": float(energies_ev[0]), "pixel_size": float(pixel_size_m),
              "line_shapes": json.dumps(shapes), "calibration": json.dumps(
                  {el: {str(k): v for k, v in table.items()} for el, table in calibration.items()})}

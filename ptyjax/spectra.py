@@ -260,7 +260,7 @@ def noise_covariance(stack, background, window=None):
 class Denoised(NamedTuple):
     """Result of :func:`mnf_denoise`: the stack, the (E, E) ``projector`` that maps a raw spectrum to
     its denoised one (so noise of covariance C becomes ``projector @ C @ projector.T``), the number
-    of components kept, the variances of all components in units of the noise (descending) and the
+    of data components kept (``keep`` directions come on top), the variances of all components in units of the noise (descending) and the
     noise edge they were compared with."""
 
     stack: np.ndarray
@@ -279,14 +279,14 @@ def mnf_denoise(stack, region, background, rank=None, keep=None) -> Denoised:
     IEEE Trans. Geosci. Remote Sens. 26, 65 (1988)) and projected onto the components whose
     variance exceeds what noise alone reaches (the edge of the random-matrix spectrum of noise
     whitened by an estimated covariance, see the code; for a known covariance the Marchenko-Pastur
-    edge ``(1 + sqrt(E / P))^2`` for P pixels), unless ``rank`` is given. A thin sample is a sum of a few materials, ``OD(E, r) = sum_m t_m(r)
-    mu_m(E)``, so its spectra span few components and the projection removes the noise in the
-    others (about ``sqrt(E / rank)`` in amplitude) without spatial blur. A weak but real component
-    stays as long as it stands out of the noise; if the particle is noisier than the background,
-    more components are kept (less denoising, never lost signal). At least one component (the mean
-    spectrum) is always kept. ``keep`` (E, m): directions (raw units) kept in addition, e.g. the
-    signature of an edge shift, whose variation may be real but too weak to pass the edge (below it,
-    a sample component carries no information about the signal's direction).
+    edge ``(1 + sqrt(E / P))^2`` for P pixels), unless ``rank`` is given. A thin sample is a sum of
+    a few materials, ``OD(E, r) = sum_m t_m(r) mu_m(E)``, so its spectra span few components and the
+    projection removes the noise in the others (about ``sqrt(E / rank)`` in amplitude) without
+    spatial blur. If the particle is noisier than the background, more components are kept (less
+    denoising). At least one component (the mean spectrum) is always kept. ``keep`` (E, m):
+    directions (raw units) kept in addition, e.g. the signature of an edge shift, whose variation
+    may be real but too weak to pass the edge (below it, a sample component carries no information
+    about the signal's direction).
 
     The projection is a low-rank prior on the spectra: it removes noise only because it also removes
     variation outside the kept subspace, so a real component below the noise edge is lost unless it
@@ -311,6 +311,8 @@ def mnf_denoise(stack, region, background, rank=None, keep=None) -> Denoised:
     # edge of the F-matrix spectrum, ((1 + sqrt(y1 + y2 - y1 y2)) / (1 - y2))^2 with y1 = E/P and
     # y2 = E/n_b (Bai & Silverstein, Spectral Analysis of Large Dimensional Random Matrices, 2010,
     # thm 4.10); Marchenko-Pastur's (1 + sqrt(y1))^2 when the noise is known (n_b -> infinity).
+    # y2 is capped at 0.5 because the edge diverges at y2 = 1; with fewer than 2E background pixels
+    # the noise estimate, not the edge, limits what can be told apart.
     y1, y2 = n_energies / n_pixels, min(n_energies / int(background.sum()), 0.5)
     threshold = float(((1.0 + np.sqrt(y1 + y2 - y1 * y2)) / (1.0 - y2)) ** 2)
     if rank is None:
@@ -319,9 +321,12 @@ def mnf_denoise(stack, region, background, rank=None, keep=None) -> Denoised:
         raise ValueError(f"mnf_denoise: rank must be 1..{n_energies}, not {rank}")
     kept = vectors[:, : int(rank)]
     if keep is not None:
-        # Known directions join the subspace (whitened, then orthonormalised with the components).
+        # Known directions join the subspace: whitened, unit length, then an orthonormal basis of the
+        # span (SVD, so a direction already in it adds no spurious column).
         extra = np.linalg.solve(cholesky, np.asarray(keep, np.float64).reshape(n_energies, -1))
-        kept = np.linalg.qr(np.concatenate([kept, extra], axis=1))[0]
+        extra = extra / np.maximum(np.linalg.norm(extra, axis=0), 1e-300)
+        basis, singular, _ = np.linalg.svd(np.concatenate([kept, extra], axis=1), full_matrices=False)
+        kept = basis[:, singular > 1e-6 * singular[0]]
     projector = cholesky @ kept @ np.linalg.solve(cholesky.T, kept).T  # L V V^T L^-1
     out = np.array(stack, copy=True)
     out[:, region] = projector @ stack[:, region].astype(np.float64)
