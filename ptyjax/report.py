@@ -138,7 +138,8 @@ def _chemistry_section(chem, out, pixel_size, results_path):
         return _section("Chemistry", ["<p class='missing'>/chemistry holds no maps.</p>"])
     mask = np.asarray(chem.get("mask", np.ones_like(chem[names[0]], bool)), bool)
     units = {n: units_of(results_path, f"chemistry/{n}") for n in names}
-    body = [f"<p>{mask.sum()} particle pixels.</p>", "<table><tr><th>map</th><th>median</th><th>median std</th><th>units</th></tr>"]
+    body = [f"<p>{mask.sum()} particle pixels. {html.escape(_analysis_settings(chem.get('attrs', {})))}</p>",
+            "<table><tr><th>map</th><th>median</th><th>median std</th><th>units</th></tr>"]
     for n in names:
         std = chem.get(f"{n}_std")
         body.append(f"<tr><td>{n}</td><td>{np.nanmedian(chem[n][mask]):.4g}</td><td>{np.nanmedian(std[mask]) if std is not None else float('nan'):.3g}</td><td>{html.escape(units[n])}</td></tr>")
@@ -148,6 +149,17 @@ def _chemistry_section(chem, out, pixel_size, results_path):
     tiffs = [export_tiff(out / f"{n}.tif", chem[n], pixel_size) for n in names + [f"{n}_std" for n in stds]]
     body.append("<p>TIFF maps (float32, NaN outside the particle): " + ", ".join(_link(t) for t in tiffs) + ".</p>")
     return _section("Chemistry", body)
+
+
+def _analysis_settings(attrs) -> str:
+    """One sentence on how the maps were made, from the ``/chemistry`` attributes (empty if unknown)."""
+    if "e0_method" not in attrs:
+        return ""
+    text = f"Edge energies by '{attrs['e0_method']}', smoothing {float(attrs.get('smooth_px', 0)):g} px"
+    if attrs.get("denoise", "none") == "none":
+        return text + ", no spectral denoising."
+    ranks = f"OD {attrs.get('denoise_rank_optical_density', '?')}, phase {attrs.get('denoise_rank_phase', '?')}"
+    return text + f", spectral denoising '{attrs['denoise']}' ({ranks} components kept, plus each edge's shift direction)."
 
 
 def _clustering_section(clu, chem, out, pixel_size, truth_path, results_path=None):

@@ -571,7 +571,10 @@ def load_truth(path) -> dict:
     if not path.exists():
         raise DataError(path, "truth file does not exist")
     with h5py.File(path, "r") as f:
-        out = {name: f[name][()] for name in f if name != "phase_names"}
+        missing = [k for k in ("config", "edge_energies") if k not in f.attrs] + [k for k in ("phase_names",) if k not in f]
+        if missing:
+            raise DataError(path, f"is not a ptyjax simulator truth file (no {', '.join(missing)})")
+        out = {name: f[name][()] for name in f if name != "phase_names" and isinstance(f[name], h5py.Dataset)}
         out["phase_names"] = list(f["phase_names"].asstr()[()])
         out["config"] = json.loads(f.attrs["config"])
         out["edge_energies"] = json.loads(f.attrs["edge_energies"])

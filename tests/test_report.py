@@ -46,7 +46,7 @@ def test_report_cli_writes_figures_tiffs_and_page(clustered_file, tmp_path):
     assert ari >= 0.9
     # A truth file with labels only: the truth section says what it cannot compare instead of failing.
     assert "<h2>Agreement with the simulator's truth</h2>" in page
-    assert "No object comparison" in page
+    assert "No object comparison" in page and "is not a ptyjax simulator truth file" in page  # names the problem
     # TIFFs: float32 stacks/maps with the pixel size (20 nm = 50 pixels per µm) in the resolution tags.
     with tifffile.TiffFile(out / "object_amplitude.tif") as tif:
         stack = tif.asarray()
@@ -88,3 +88,14 @@ def test_particle_window_crops_to_the_particle_with_a_margin():
     rows, cols = particle_window(inside, margin=0.15)
     assert rows.start == 0 and cols.stop == 80 and inside[rows, cols].sum() == inside.sum()
     assert particle_window(np.zeros((4, 4), bool)) == (slice(None), slice(None))
+
+
+def test_report_says_how_the_maps_were_made():
+    from ptyjax.report import _analysis_settings
+
+    plain = _analysis_settings({"e0_method": "fit", "smooth_px": 1.0, "denoise": "none"})
+    assert plain == "Edge energies by 'fit', smoothing 1 px, no spectral denoising."
+    mnf = _analysis_settings({"e0_method": "fit", "smooth_px": 1.0, "denoise": "mnf",
+                              "denoise_rank_optical_density": 7, "denoise_rank_phase": 14})
+    assert "'mnf' (OD 7, phase 14 components kept" in mnf
+    assert _analysis_settings({}) == ""  # a /chemistry group written by another program
