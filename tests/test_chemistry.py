@@ -335,3 +335,20 @@ def test_analyze_cli_denoise_option(tmp_path):
     assert _cli(["analyze", str(path), "--denoise", "mnf"]) == 0
     attrs = results.read_group(path, "chemistry")["attrs"]
     assert attrs["denoise"] == "mnf" and attrs["denoise_rank_optical_density"] >= 1
+
+
+def test_run_configuration_rejects_analysis_options_that_cannot_run(tmp_path):
+    """``ptyjax run --config``: a bad [analyze] option fails when the file is read, naming the file."""
+    from ptyjax.pipeline import load_config
+
+    good = tmp_path / "good.toml"
+    good.write_text('[analyze]\ndenoise = "mnf"\n')
+    assert load_config(good)["analyze"]["denoise"] == "mnf"
+    for text, message in (('denoise = "pca"', "denoise must be one of none, mnf"),
+                          ('e0_method = "half-jump"\ndenoise = "mnf"', "works with e0_method = 'fit' only"),
+                          ('e0_method = "halfjump"', "e0_method must be one of")):
+        bad = tmp_path / "bad.toml"
+        bad.write_text("[analyze]\n" + text + "\n")
+        with pytest.raises(ch.PtyjaxError, match=message) as error:
+            load_config(bad)
+        assert str(bad) in str(error.value)
