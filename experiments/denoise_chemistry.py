@@ -20,26 +20,10 @@ import numpy as np
 from scipy import ndimage
 
 from ptyjax.chemistry import DENOISE_METHODS, analyze_stack
-from ptyjax.metrics import truth_on_results_grid
+from ptyjax.metrics import chemistry_errors, truth_on_results_grid
 from ptyjax.results import read_group
 
 from cluster_ceiling import cluster_like_pipeline, score
-
-
-def errors(chemistry, truth, inside):
-    """{name: (rmse or mean relative error, median relative error, 1-sigma coverage)} inside ``inside``."""
-    out = {}
-    for name in ("edge_energy_Mn", "edge_energy_Ni", "ni_mn_ratio"):
-        estimate, std = np.asarray(chemistry[name], float), np.asarray(chemistry[name + "_std"], float)
-        ok = inside & np.isfinite(estimate) & np.isfinite(truth[name])
-        error = estimate[ok] - truth[name][ok]
-        if name.startswith("edge_energy"):
-            error = error - np.median(error)  # calibration is not what is measured
-            out[name] = (np.sqrt(np.mean(error**2)), np.nan, np.mean(np.abs(error) < std[ok]))
-        else:
-            relative = np.abs(error / truth[name][ok])
-            out[name] = (np.mean(relative), np.median(relative), np.mean(np.abs(error) < std[ok]))
-    return out
 
 
 def main(argv=None):
@@ -64,10 +48,12 @@ def main(argv=None):
             mask = np.asarray(chemistry["mask"], bool)
             labels, k = cluster_like_pipeline(chemistry)
             s = score(labels, labels_true, mask)
-            e = errors(chemistry, truth, ndimage.binary_erosion((labels_true > 0) & mask, iterations=2))
-            print(f"| {results} | {denoise} | {k} | {s['ari']:.3f} | {s['wrong']:.1%} | {e['edge_energy_Mn'][0]:.3f} "
-                  f"| {e['edge_energy_Ni'][0]:.3f} | {e['ni_mn_ratio'][0]:.1%} / {e['ni_mn_ratio'][1]:.1%} "
-                  f"| {e['edge_energy_Mn'][2]:.2f}, {e['edge_energy_Ni'][2]:.2f}, {e['ni_mn_ratio'][2]:.2f} |", flush=True)
+            inside = ndimage.binary_erosion((labels_true > 0) & mask, iterations=2)
+            e = chemistry_errors(chemistry, truth, inside, ("edge_energy_Mn", "edge_energy_Ni", "ni_mn_ratio"))
+            print(f"| {results} | {denoise} | {k} | {s['ari']:.3f} | {s['wrong']:.1%} | {e['edge_energy_Mn_rmse_ev']:.3f} "
+                  f"| {e['edge_energy_Ni_rmse_ev']:.3f} | {e['ni_mn_ratio_mean_relative_error']:.1%} / "
+                  f"{e['ni_mn_ratio_median_relative_error']:.1%} | {e['edge_energy_Mn_coverage']:.2f}, "
+                  f"{e['edge_energy_Ni_coverage']:.2f}, {e['ni_mn_ratio_coverage']:.2f} |", flush=True)
 
 
 if __name__ == "__main__":

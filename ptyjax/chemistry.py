@@ -88,15 +88,14 @@ def xanes_model(params, e):
     return a + b * e + jump * (step * (1.0 + c * (e - e0)) + h * peak)
 
 
-@partial(jax.jit, static_argnames=("free", "n_iter"))
-def _fit_batch(p_start, spectra, weights, e, free, n_iter=40, propagated=None):
+@partial(jax.jit, static_argnames=("free", "n_iter", "chi2_scaled"))
+def _fit_batch(p_start, spectra, weights, e, free, n_iter=40, chi2_scaled=True):
     """Damped Gauss-Newton (Levenberg-Marquardt, Marquardt's diagonal scaling) with a fixed number of
     iterations, vmapped over pixels. ``p_start`` (P, 9), ``spectra`` (P, E), ``weights``: (E,) = 1/sigma,
     or an (E, E) whitening matrix ``L^-1`` of the noise covariance ``C = L L^T`` (generalised least
-    squares). ``propagated`` (E, E): covariance of the weighted residual's noise when it is not the
-    identity (spectra denoised after the weights were measured): the parameter covariance is then
-    the sandwich ``H^-1 J^T Q J H^-1`` instead of ``H^-1 chi^2_red``. Returns parameters (P, 9),
-    standard errors (P, 9) (0 for fixed ones) and the reduced chi^2 (P,)."""
+    squares). The parameter covariance is ``(J^T W J)^-1`` times the reduced chi^2, or without it
+    when ``chi2_scaled`` is False. Returns parameters (P, 9), standard errors (P, 9) (0 for fixed
+    ones) and the reduced chi^2 (P,)."""
     free_idx = jnp.array(free)
     dof = e.shape[0] - len(free)
 
@@ -127,23 +126,19 @@ def _fit_batch(p_start, spectra, weights, e, free, n_iter=40, propagated=None):
 
         q0 = p0[free_idx]
         q, _, cost = jax.lax.fori_loop(0, n_iter, body, (q0, jnp.float32(1e-3), jnp.sum(residual(q0) ** 2)))
-        jac = jax.jacfwd(residual)(q)
-        hess = jac.T @ jac
+        _, hess, _ = normal_equations(q)
         chi2 = cost / jnp.maximum(dof, 1)
-        # Covariance (J^T W J)^-1 * reduced chi^2, inverted in the scaled variables for float32 accuracy.
+        # Covariance (J^T W J)^-1 (* reduced chi^2), inverted in the scaled variables for float32 accuracy.
         scale = jnp.sqrt(jnp.diag(hess)) + 1e-30
-        inverse = jnp.linalg.inv(hess / jnp.outer(scale, scale)) / jnp.outer(scale, scale)
-        if propagated is None:
-            cov = inverse * chi2
-        else:
-            cov = inverse @ (jac.T @ propagated @ jac) @ inverse
+        cov = jnp.linalg.inv(hess / jnp.outer(scale, scale)) / jnp.outer(scale, scale)
+        cov = cov * chi2 if chi2_scaled else cov
         std = jnp.zeros_like(p0).at[free_idx].set(jnp.sqrt(jnp.diag(cov)))
         return p0.at[free_idx].set(q), std, chi2
 
     return jax.vmap(one)(p_start, spectra)
 
 
-def _fit_chunked(p_start, spectra, weights, e, free, chunk=16384, propagated=None):
+def _fit_chunked(p_start, spectra, weights, e, free, chunk=16384, chi2_scaled=True):
     """:func:`_fit_batch` over chunks of pixels (bounded memory; the last chunk is padded so every call
     has the same shape and compiles once)."""
     n = spectra.shape[0]
@@ -156,7 +151,7 @@ def _fit_chunked(p_start, spectra, weights, e, free, chunk=16384, propagated=Non
         y = np.pad(spectra[start:stop], ((0, pad), (0, 0)), mode="edge")
         result = _fit_batch(jnp.asarray(p, jnp.float32), jnp.asarray(y, jnp.float32),
                             jnp.asarray(weights, jnp.float32), jnp.asarray(e, jnp.float32), free,
-                            propagated=None if propagated is None else jnp.asarray(propagated, jnp.float32))
+                            chi2_scaled=chi2_scaled)
         outputs.append([np.asarray(r)[: stop - start] for r in result])
     return [np.concatenate(parts) for parts in zip(*outputs)]
 
@@ -338,7 +333,7 @@ def _whitening(noise):
     return np.linalg.inv(np.linalg.cholesky(noise))
 
 
-def fit_edge(energy_ev, spectra, element, edge="K", e0_method="fit", noise=None, n_iter=40, propagated_noise=None):
+def fit_edge(energy_ev, spectra, element, edge="K", e0_method="fit", noise=None, n_iter=40, chi2_scaled=True):
     """Edge energy, jump and white line of every spectrum of ``spectra`` (..., E) (OD at ``energy_ev``
     (E,) eV, one edge of ``element``).
 
@@ -347,10 +342,9 @@ def fit_edge(energy_ev, spectra, element, edge="K", e0_method="fit", noise=None,
     weights, and the scale of the reduced chi^2 (without it, chi^2 is the residual variance in OD^2). Standard errors are
     ``sqrt(diag((J^T W J)^-1) * chi^2_red)`` (fit mode); in half-jump mode the E0 error is the OD
     noise divided by the slope at the crossing; in derivative mode no curvature-based E0 error
-    exists and it is NaN. ``propagated_noise`` (E, E): the covariance of the noise actually in
-    ``spectra`` when it differs from ``noise`` (spectra projected by a denoiser, whose noise is
-    ``P C P^T``): the fit keeps the weights of ``noise`` and its standard errors are propagated through
-    the weighted fit (sandwich estimator, fit mode only) instead of scaled by chi^2. Failed fits
+    exists and it is NaN. ``chi2_scaled=False`` (fit mode): standard errors are those that
+    ``noise`` alone gives, ``sqrt(diag((J^T W J)^-1))``, e.g. for denoised spectra whose small
+    residuals would shrink a chi^2-scaled error below the real one. Failed fits
     (non-finite, E0 not inside the energy range, jump below twice its standard error, i.e. no edge
     detected, non-positive width) are NaN. Computed in float32 with energies relative to the tabulated edge.
     """
@@ -388,11 +382,7 @@ def fit_edge(energy_ev, spectra, element, edge="K", e0_method="fit", noise=None,
         start[:, _INDEX["pre_offset"]] = _pre_line(lines, 0.0)[:, 0]
         start[:, _INDEX["pre_slope"]] = lines["pre_coefs"][:, 1]
         weights = np.ones(len(e)) if noise is None else _whitening(noise)
-        propagated = None
-        if propagated_noise is not None:
-            whiten = weights if weights.ndim == 2 else np.diag(weights)
-            propagated = whiten @ np.asarray(propagated_noise, np.float64) @ whiten.T
-        params, std, chi2 = _fit_chunked(start, flat, weights, e, _pixel_free(len(e)), propagated=propagated)
+        params, std, chi2 = _fit_chunked(start, flat, weights, e, _pixel_free(len(e)), chi2_scaled=chi2_scaled)
         e0 = params[:, _INDEX["edge_energy"]]
         fitted = (
             np.all(np.isfinite(params), axis=1) & np.all(np.isfinite(std), axis=1)
@@ -559,6 +549,18 @@ def smooth_within(stack, regions, sigma_px):
 DENOISE_METHODS = ("none", "mnf")
 
 
+def check_analysis_options(e0_method, denoise):
+    """Raise :class:`PtyjaxError` unless ``e0_method`` and ``denoise`` can run together."""
+    if e0_method not in E0_METHODS:
+        raise PtyjaxError(f"e0_method must be one of {', '.join(E0_METHODS)}, not {e0_method!r}")
+    if denoise not in DENOISE_METHODS:
+        raise PtyjaxError(f"denoise must be one of {', '.join(DENOISE_METHODS)}, not {denoise!r}")
+    if denoise == "mnf" and e0_method != "fit":
+        # Only the fit gives the denoised spectra the raw spectra's uncertainties.
+        raise PtyjaxError(f"denoise 'mnf' works with e0_method 'fit' only, not {e0_method!r}: "
+                          "set denoise to 'none' (CLI: --denoise none)")
+
+
 def edge_shift_directions(spectra, energies_ev, elements):
     """(E, n_elements): the energy derivative of the mean of ``spectra`` (E, P), one column per
     element, zero outside that element's edge window: how a spectrum changes, to first order, when
@@ -593,6 +595,7 @@ def analyze_stack(obj, energies_ev, pixel_size_m, edges=None, e0_method="fit", m
     """
     from . import spectra as sp
 
+    check_analysis_options(e0_method, denoise)
     obj = np.asarray(obj)
     energies_ev = np.asarray(energies_ev, dtype=np.float64)
     if obj.ndim != 3 or obj.shape[0] != energies_ev.shape[0]:
@@ -614,26 +617,19 @@ def analyze_stack(obj, energies_ev, pixel_size_m, edges=None, e0_method="fit", m
     if not elements:
         raise PtyjaxError(f"energies {energies_ev.min():.1f}-{energies_ev.max():.1f} eV span no K edge of "
                           f"{', '.join(_CANDIDATES)}; name the edges (e.g. --edges Mn,Ni)")
-    if denoise not in DENOISE_METHODS:
-        raise PtyjaxError(f"denoise must be one of {', '.join(DENOISE_METHODS)}, not {denoise!r}")
-    if denoise == "mnf" and e0_method != "fit":
-        # Only the fit propagates the projected noise into its uncertainties.
-        raise PtyjaxError(f"denoise 'mnf' works with e0_method 'fit' only (whose uncertainties it propagates), "
-                          f"not {e0_method!r}: set denoise to 'none' (CLI: --denoise none)")
     calibration = calibration or physics.REFERENCE_EDGE_ENERGIES
     # Noise-free (simulated) data have an exactly flat background: unweighted fits, nothing to denoise.
     noisy = bool(np.all(od[:, background].std(axis=1) > 0))
-    od_fit = smooth_within(od, [mask, background], smooth_px)
-    phase_fit = smooth_within(phase[:1], [mask, background], smooth_px)[0]
-    # Noise of the fitted spectra: the background's after the same smoothing (not denoised).
-    phase_std = float(phase_fit[background].std())
-    extra_attrs = {}
+    od_fit, phase_fit, extra_attrs = od, phase[:1], {}
     if denoise == "mnf" and noisy:
         od_denoised = sp.mnf_denoise(od, mask, background, keep=edge_shift_directions(od[:, mask], energies_ev, elements))
         phase_denoised = sp.mnf_denoise(phase, mask, background)
-        od_fit = smooth_within(od_denoised.stack, [mask, background], smooth_px)
-        phase_fit = smooth_within(phase_denoised.stack[:1], [mask, background], smooth_px)[0]
+        od_fit, phase_fit = od_denoised.stack, phase_denoised.stack[:1]
         extra_attrs = {"denoise_rank_optical_density": od_denoised.rank, "denoise_rank_phase": phase_denoised.rank}
+    # Denoising leaves the background as it is and smoothing keeps it apart from the particle, so the
+    # background's scatter is the raw noise after the same smoothing (the fits' noise model).
+    od_fit = smooth_within(od_fit, [mask, background], smooth_px)
+    phase_fit = smooth_within(phase_fit, [mask, background], smooth_px)[0]
 
     maps, shapes = {}, {}
 
@@ -647,13 +643,12 @@ def analyze_stack(obj, energies_ev, pixel_size_m, edges=None, e0_method="fit", m
         window = edge_window(energies_ev, element, elements)
         if window.sum() < 3:
             raise PtyjaxError(f"only {window.sum()} energies near the {element} K edge; need at least 3")
-        noise = sp.noise_covariance(od_fit, background, window) if noisy else None
-        # Denoised spectra keep the uncertainties of the raw ones (propagated, not scaled by the tiny
-        # chi^2 of a projected spectrum): the projection's own error, from estimating its components
-        # on noisy data, is systematic and shared by all pixels, so no credit is taken for it.
-        propagated = noise if "denoise_rank_optical_density" in extra_attrs else None
+        # Denoised spectra keep the uncertainties of the raw ones (not scaled by the tiny chi^2 of a
+        # projected spectrum): the projection's own error, from estimating its components on noisy
+        # data, is systematic and shared by all pixels, so no credit is taken for it.
         result = fit_edge(energies_ev[window], od_fit[window][:, mask].T, element, e0_method=e0_method,
-                          noise=noise, propagated_noise=propagated)
+                          noise=sp.noise_covariance(od_fit, background, window) if noisy else None,
+                          chi2_scaled=not extra_attrs)
         shapes[element] = result.shape
         for key in ("edge_energy", "edge_jump", "white_line"):
             put(f"{key}_{element}", getattr(result, key), _UNITS[key])
@@ -672,7 +667,7 @@ def analyze_stack(obj, energies_ev, pixel_size_m, edges=None, e0_method="fit", m
         put(name, ratio, "1")
         put(name + "_std", std, "1")
     # Lowest energy: pre-edge of every fitted edge, where f' of the absorbers is smallest.
-    ne, ne_std = electron_density_areal(phase_fit[mask], energies_ev[0], phase_std)
+    ne, ne_std = electron_density_areal(phase_fit[mask], energies_ev[0], phase_fit[background].std())
     put("electron_density_areal", ne, "1/m^2")
     put("electron_density_areal_std", np.full(ne.shape, ne_std), "1/m^2")
     metal = sum(n for n, _ in density.values())

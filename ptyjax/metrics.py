@@ -172,6 +172,31 @@ def truth_on_results_grid(results_path, truth_path, names, order=0):
     return {n: resample(np.asarray(truth[n], np.float64), truth_grid, shifted, order=order) for n in names}
 
 
+def chemistry_errors(chemistry: dict, truth: dict, inside, names) -> dict:
+    """Errors of the maps ``names`` of ``chemistry`` against ``truth`` (maps on the same grid) over
+    the pixels ``inside`` where both are finite: ``<name>_pixels``; for edge energies the global
+    offset (median, eV) and the RMSE after removing it (eV), for ratios the mean and median relative
+    error; and ``<name>_coverage``, the share of pixels whose error (after the offset) is within the
+    map's ``<name>_std``, when that map exists."""
+    out = {}
+    for name in names:
+        estimate, true = np.asarray(chemistry[name], np.float64), np.asarray(truth[name], np.float64)
+        ok = inside & np.isfinite(estimate) & np.isfinite(true)
+        out[f"{name}_pixels"] = int(ok.sum())
+        error = estimate[ok] - true[ok]
+        if name.startswith("edge_energy"):
+            out[f"{name}_offset_ev"] = float(np.median(error))
+            error = error - out[f"{name}_offset_ev"]  # calibration is not what is tested
+            out[f"{name}_rmse_ev"] = float(np.sqrt(np.mean(error**2)))
+        else:
+            relative = np.abs(error / true[ok])
+            out[f"{name}_mean_relative_error"] = float(np.mean(relative))
+            out[f"{name}_median_relative_error"] = float(np.median(relative))
+        if f"{name}_std" in chemistry:
+            out[f"{name}_coverage"] = float(np.mean(np.abs(error) < np.asarray(chemistry[f"{name}_std"])[ok]))
+    return out
+
+
 def compare_chemistry_to_truth(results_path, truth_path, erode_px: int = 2) -> dict:
     """Errors of the ``/chemistry`` (and ``/clustering``) maps against a simulator truth file.
 
@@ -190,17 +215,7 @@ def compare_chemistry_to_truth(results_path, truth_path, erode_px: int = 2) -> d
     truth = truth_on_results_grid(results_path, truth_path, names)
     label = np.nan_to_num(truth["phase_label"], nan=0).astype(int)
     inside = ndimage.binary_erosion((label > 0) & np.asarray(chemistry["mask"], bool), iterations=erode_px)
-    out = {"pixels": int(inside.sum())}
-    for name in names[1:]:
-        estimate, true = np.asarray(chemistry[name], np.float64), truth[name]
-        ok = inside & np.isfinite(estimate) & np.isfinite(true)
-        out[f"{name}_pixels"] = int(ok.sum())
-        if name.startswith("edge_energy"):
-            offset = np.median(estimate[ok] - true[ok])
-            out[f"{name}_offset_ev"] = float(offset)
-            out[f"{name}_rmse_ev"] = float(np.sqrt(np.mean((estimate[ok] - true[ok] - offset) ** 2)))
-        else:
-            out[f"{name}_mean_relative_error"] = float(np.mean(np.abs(estimate[ok] / true[ok] - 1)))
+    out = {"pixels": int(inside.sum()), **chemistry_errors(chemistry, truth, inside, names[1:])}
     try:
         labels = np.asarray(results.read_group(results_path, "clustering")["labels"])
         ok = inside & (labels >= 0)

@@ -94,14 +94,12 @@ def load_config(path=None) -> dict:
 
 def _check_analysis(options: dict, path) -> None:
     """Fail when the file is read, not after the reconstruction, on analysis options that cannot run."""
-    from .chemistry import DENOISE_METHODS, E0_METHODS
+    from .chemistry import check_analysis_options
 
-    if options["e0_method"] not in E0_METHODS:
-        raise PtyjaxError(f"{path}: [analyze] e0_method must be one of {', '.join(E0_METHODS)}, not {options['e0_method']!r}")
-    if options["denoise"] not in DENOISE_METHODS:
-        raise PtyjaxError(f"{path}: [analyze] denoise must be one of {', '.join(DENOISE_METHODS)}, not {options['denoise']!r}")
-    if options["denoise"] == "mnf" and options["e0_method"] != "fit":
-        raise PtyjaxError(f"{path}: [analyze] denoise = 'mnf' works with e0_method = 'fit' only")
+    try:
+        check_analysis_options(options["e0_method"], options["denoise"])
+    except PtyjaxError as error:
+        raise PtyjaxError(f"{path}: [analyze] {error}") from None
 
 
 def defaults_toml() -> str:

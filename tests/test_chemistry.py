@@ -345,10 +345,33 @@ def test_run_configuration_rejects_analysis_options_that_cannot_run(tmp_path):
     good.write_text('[analyze]\ndenoise = "mnf"\n')
     assert load_config(good)["analyze"]["denoise"] == "mnf"
     for text, message in (('denoise = "pca"', "denoise must be one of none, mnf"),
-                          ('e0_method = "half-jump"\ndenoise = "mnf"', "works with e0_method = 'fit' only"),
+                          ('e0_method = "half-jump"\ndenoise = "mnf"', "works with e0_method 'fit' only"),
                           ('e0_method = "halfjump"', "e0_method must be one of")):
         bad = tmp_path / "bad.toml"
         bad.write_text("[analyze]\n" + text + "\n")
         with pytest.raises(ch.PtyjaxError, match=message) as error:
             load_config(bad)
         assert str(bad) in str(error.value)
+
+
+def test_chemistry_errors_against_a_known_truth():
+    """Edge energies 0.3 eV high (a calibration offset) plus +-0.1 eV alternating: the offset is the
+    median error and the RMSE is taken after removing it; ratios 10 % high everywhere: mean and median relative error 0.1; coverage counts the
+    pixels whose error is inside their std; NaN pixels and pixels outside ``inside`` are ignored."""
+    from ptyjax.metrics import chemistry_errors
+
+    truth = {"edge_energy_Mn": np.full((4, 4), 6551.0), "ni_mn_ratio": np.full((4, 4), 0.5)}
+    wiggle = np.where(np.indices((4, 4)).sum(axis=0) % 2, 0.1, -0.1)
+    chemistry = {"edge_energy_Mn": 6551.3 + wiggle, "edge_energy_Mn_std": np.full((4, 4), 0.15),
+                 "ni_mn_ratio": np.full((4, 4), 0.55), "ni_mn_ratio_std": np.full((4, 4), 0.01)}
+    chemistry["edge_energy_Mn"][0, 0] = np.nan
+    inside = np.ones((4, 4), bool)
+    inside[3] = False
+    e = chemistry_errors(chemistry, truth, inside, ["edge_energy_Mn", "ni_mn_ratio"])
+    assert e["edge_energy_Mn_pixels"] == 11 and e["ni_mn_ratio_pixels"] == 12
+    assert e["edge_energy_Mn_offset_ev"] == pytest.approx(0.4)  # median of 6 x 0.4 and 5 x 0.2
+    assert e["edge_energy_Mn_rmse_ev"] == pytest.approx(np.sqrt(5 * 0.2**2 / 11))
+    assert e["edge_energy_Mn_coverage"] == pytest.approx(6 / 11)  # after the offset 6 x 0 and 5 x -0.2; std 0.15
+    assert e["ni_mn_ratio_mean_relative_error"] == pytest.approx(0.1)
+    assert e["ni_mn_ratio_median_relative_error"] == pytest.approx(0.1)
+    assert e["ni_mn_ratio_coverage"] == 0.0  # error 0.05 against std 0.01
