@@ -60,6 +60,7 @@ _RECONSTRUCT_HELP = {
     "defocus_trial_epochs": "epochs of each defocus trial",
     "seed": "seed of the minibatch order",
     "checkpoint_every": "epochs between checkpoints",
+    "register_every": "epochs between registrations of the energies to each other (0: never)",
     "object_model": "object parametrisation (registered in ptyjax.model.OBJECT_MODELS)",
     "object_options": "options of the object parametrisation (set by the model recipe)",
     "sampling": "how frames see the object: auto | exact (per-frame matrices) | native-grid (faster, less accurate across pixel sizes)",
@@ -112,7 +113,7 @@ def defaults_toml() -> str:
         if isinstance(value, dict):
             lines.append(f"# {f.name} = {value!r}  ({_RECONSTRUCT_HELP[f.name]})")
             continue
-        lines.append(f"# {_RECONSTRUCT_HELP.get(f.name, '')}")
+        lines.append(f"# {_RECONSTRUCT_HELP[f.name]}")
         lines.append(f"# {f.name} = (estimated)" if value is None else f"{f.name} = {_toml(value)}")
     for stage, options in STAGE_DEFAULTS.items():
         lines += ["", f"[{stage}]"]

@@ -354,6 +354,26 @@ def test_run_configuration_rejects_analysis_options_that_cannot_run(tmp_path):
         assert str(bad) in str(error.value)
 
 
+def test_default_configuration_documents_and_round_trips_every_option(tmp_path):
+    """``ptyjax config --defaults`` gives every option a help line and reads back as the defaults."""
+    import dataclasses
+
+    from ptyjax.fit import FitConfig
+    from ptyjax.pipeline import defaults_toml, load_config
+
+    text = defaults_toml()
+    lines = text.splitlines()
+    for f in dataclasses.fields(FitConfig):
+        at = next(i for i, line in enumerate(lines) if line.startswith((f"{f.name} =", f"# {f.name} =")))
+        assert lines[at - 1].strip("# ") or f.name in ("priors", "object_options"), f"{f.name} has no help line"
+    path = tmp_path / "defaults.toml"
+    path.write_text(text)
+    read, default = load_config(path), load_config()
+    assert {k: v for k, v in read.items() if k != "reconstruct"} == {k: v for k, v in default.items() if k != "reconstruct"}
+    fit_defaults = FitConfig().to_dict()
+    assert all(fit_defaults[k] == v for k, v in read["reconstruct"].items() if k != "model")
+
+
 def test_chemistry_errors_against_a_known_truth():
     """Edge energies 0.3 eV high (a calibration offset) plus +-0.1 eV alternating: the offset is the
     median error and the RMSE is taken after removing it; ratios 10 % high everywhere: mean and median relative error 0.1; coverage counts the
