@@ -48,14 +48,21 @@ def phase_boundary_distance(labels):
     return ndimage.distance_transform_edt(~edge)
 
 
+def matched_labels(labels, truth):
+    """Labels mapped to the true phase each group overlaps most (one-to-one over the particle, truth > 0);
+    negative labels (-1 outside the mask, -2 unassigned) are kept, groups left unmatched become -3."""
+    inside = truth > 0
+    phases, groups = np.unique(truth[inside]), np.unique(labels[inside & (labels >= 0)])
+    table = np.array([[np.count_nonzero(inside & (truth == p) & (labels == g)) for g in groups] for p in phases])
+    rows, cols = linear_sum_assignment(-table)
+    lookup = {int(groups[c]): int(phases[r]) for r, c in zip(rows, cols)}
+    return np.where(labels < 0, labels, np.vectorize(lambda g: lookup.get(int(g), -3))(labels))
+
+
 def score(labels, truth, mask):
     inside = truth > 0
     eroded = ndimage.binary_erosion(inside & mask, iterations=2)
-    phases, groups = np.unique(truth[inside]), np.unique(labels[inside])
-    table = np.array([[np.count_nonzero(inside & (truth == p) & (labels == g)) for g in groups] for p in phases])
-    rows, cols = linear_sum_assignment(-table)
-    matched = {groups[c]: phases[r] for r, c in zip(rows, cols)}
-    wrong = inside & (np.vectorize(lambda g: matched.get(g, -1))(labels) != truth)
+    wrong = inside & (matched_labels(labels, truth) != truth)
     near = phase_boundary_distance(truth) <= 1
     return dict(ari=adjusted_rand_score(truth[inside], labels[inside]), ari_eroded=adjusted_rand_score(truth[eroded], labels[eroded]),
                 wrong=wrong.sum() / inside.sum(), wrong_near_boundary=(wrong & near).sum() / max(wrong.sum(), 1))

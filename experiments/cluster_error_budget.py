@@ -18,7 +18,7 @@ and its simulator ``truth.h5``) prints, in Markdown:
    classifier *must* mislabel a few per cent of the pixels whatever the clustering: the budget
    tells whether a gap to ARI 1 is the analysis's or the data's.
 
-Groups are matched to phases one-to-one by the largest overlap (as ``cluster_ceiling.py``).
+Groups are matched to phases one-to-one by the largest overlap (``cluster_ceiling.matched_labels``).
 """
 
 from __future__ import annotations
@@ -27,23 +27,14 @@ import argparse
 
 import numpy as np
 from scipy import ndimage
-from scipy.optimize import linear_sum_assignment
 from sklearn.metrics import adjusted_rand_score
 
 from ptyjax.metrics import truth_on_results_grid
 from ptyjax.results import read_group
 
+from cluster_ceiling import matched_labels
+
 DEPTH_BINS_PX = (0, 1, 2, 3, 4, 5, 6, 8, 10, 15, 1000)
-
-
-def matched_labels(labels, truth):
-    """Labels mapped to the phase each group overlaps most (one-to-one); -1/-2 kept, unmatched -3."""
-    inside = truth > 0
-    phases, groups = np.unique(truth[inside]), np.unique(labels[inside & (labels >= 0)])
-    table = np.array([[np.count_nonzero(inside & (truth == p) & (labels == g)) for g in groups] for p in phases])
-    rows, cols = linear_sum_assignment(-table)
-    lookup = {int(groups[c]): int(phases[r]) for r, c in zip(rows, cols)}
-    return np.where(labels < 0, labels, np.vectorize(lambda g: lookup.get(int(g), -3))(labels))
 
 
 def budget(results, truth_path):
