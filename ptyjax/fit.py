@@ -339,12 +339,17 @@ def _step(engine: Engine, optimizer, params, opt_state, frames, pixel_weight, po
 def epoch_batches(point_valid: np.ndarray, batch_size: int, seed: int, epoch: int):
     """Minibatch indices (n_batches, E, B) and weights (0 = padding) for one epoch.
 
-    Each energy's points are shuffled independently with a generator seeded by (seed, epoch), so a
-    resumed run sees exactly the batches an uninterrupted one would.
+    ``n_batches = ceil(P / batch_size)`` for the largest number of points P of an energy, and the
+    points are spread evenly over them: ``B = ceil(P / n_batches) <= batch_size``, so the padding is
+    under one point per batch. (A last batch padded up to ``batch_size`` computed frames of weight 0:
+    12 % of the frames for 100 points in batches of 16.) Each energy's points are shuffled
+    independently with a generator seeded by (seed, epoch), so a resumed run sees exactly the
+    batches an uninterrupted one would.
     """
     rng = np.random.default_rng([seed, epoch])
     n_e, p_max = point_valid.shape
     n_batches = max(1, math.ceil(p_max / batch_size))
+    batch_size = max(1, math.ceil(p_max / n_batches))
     indices = np.zeros((n_e, n_batches * batch_size), np.int32)
     weights = np.zeros((n_e, n_batches * batch_size), np.float32)
     for e in range(n_e):

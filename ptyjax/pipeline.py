@@ -43,7 +43,7 @@ STAGE_DEFAULTS = {
 _RECONSTRUCT_HELP = {
     "model": "model recipe (see `ptyjax models`)",
     "epochs": "passes over all scan points",
-    "batch_size": "scan points per energy in one step",
+    "batch_size": "largest number of scan points per energy in one step (spread evenly over ceil(points / batch_size) steps)",
     "n_modes": "incoherent probe modes",
     "loss": "noise model: amplitude | poisson",
     "priors": "priors and their options (set by the model recipe)",

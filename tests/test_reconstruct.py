@@ -126,3 +126,19 @@ def test_recipes_and_python_api(tiny):
     assert config.priors == {}
     result = fit.reconstruct(data, config, progress=False)
     assert len(result.loss_history) == 2 and result.object().shape[0] == len(PRESETS["tiny"].energies_ev)
+
+
+@pytest.mark.parametrize("n_points, batch_size, expected", [(100, 16, (7, 15)), (100, 12, (9, 12)), (64, 16, (4, 16)), (5, 16, (1, 5))])
+def test_epoch_batches_spread_the_points_evenly(n_points, batch_size, expected):
+    """Every valid point once per epoch; ceil(P / batch_size) batches of at most batch_size points,
+    padded by less than one point per batch (not a last batch padded up to batch_size)."""
+    valid = np.ones((3, n_points), bool)
+    valid[1, n_points - 2:] = False  # an energy with fewer points
+    indices, weights = fit.epoch_batches(valid, batch_size, seed=0, epoch=4)
+    assert indices.shape[0::2] == expected and indices.shape[1] == 3
+    for e in range(3):
+        used = indices[:, e][weights[:, e] > 0]
+        assert sorted(used.tolist()) == np.flatnonzero(valid[e]).tolist()
+    assert (weights[:, 0] == 0).sum() < expected[0]
+    again, _ = fit.epoch_batches(valid, batch_size, seed=0, epoch=4)
+    np.testing.assert_array_equal(indices, again)

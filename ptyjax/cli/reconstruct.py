@@ -17,7 +17,7 @@ def add_parser(subparsers):
     p.add_argument("-o", "--output", required=True, help="results file (HDF5) to write /reconstruction to")
     p.add_argument("--model", default=recipes.DEFAULT_MODEL, help="model recipe (see `ptyjax models`)")
     p.add_argument("--epochs", type=int, help="number of epochs")
-    p.add_argument("--batch", type=int, dest="batch_size", help="scan points per energy in one step")
+    p.add_argument("--batch", type=int, dest="batch_size", help="largest number of scan points per energy in one step (the points are spread evenly over ceil(P / B) steps)")
     p.add_argument("--modes", type=int, dest="n_modes", help="incoherent probe modes")
     p.add_argument("--loss", choices=["amplitude", "poisson"], help="noise model")
     p.add_argument("--defocus", type=float, dest="defocus_m", help="starting probe defocus in m (default: estimated)")
