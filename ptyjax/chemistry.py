@@ -686,13 +686,16 @@ def analyze_stack(obj, energies_ev, pixel_size_m, edges=None, e0_method="fit", m
     return {"spectra": spectra_group, "chemistry": maps, "attrs": attrs}
 
 
-def analyze(results_path, edges=None, e0_method="fit", mask=None, smooth_px=None, calibration=None, denoise=None):
+def analyze(results_path, edges=None, e0_method="fit", mask=None, smooth_px=None, calibration=None, denoise=None,
+            clustering=None):
     """Run :func:`analyze_stack` on the object stack of the HDF5 file ``results_path`` (a ptyjax results
     file, or HDF5 with ``object``/``energy``/``pixel_size``) and write its ``/spectra`` and ``/chemistry``
     groups into it. ``mask``: None (automatic), a (Ny, Nx) bool array or a ``.npy`` file.
     ``smooth_px`` and ``denoise``: None takes the pipeline's defaults (``ptyjax config --defaults``:
-    1 px, "none"), so this, ``ptyjax analyze`` and ``ptyjax run`` give the same maps. Returns the
-    dict of :func:`analyze_stack`."""
+    1 px, "none"), so this, ``ptyjax analyze`` and ``ptyjax run`` give the same maps. ``smooth_px="auto"``
+    takes the candidate of :func:`ptyjax.pipeline.choose_smoothing` (clustered with ``clustering``
+    options) and stores the candidates and their criterion as ``/chemistry`` attributes
+    ``smooth_px_candidates`` and ``smooth_px_entropy``. Returns the dict of :func:`analyze_stack`."""
     from . import results
     from . import spectra as sp
     from .errors import DataError
@@ -715,10 +718,18 @@ def analyze(results_path, edges=None, e0_method="fit", mask=None, smooth_px=None
         field_of_view = None if scanned is None else np.all(scanned, axis=0)
     except DataError:
         pass  # not a ptyjax results file: the whole stack is the field of view
-    out = analyze_stack(stack.object, stack.energy, stack.pixel_size, edges=edges, e0_method=e0_method,
-                        mask=mask, smooth_px=smooth_px, calibration=calibration, field_of_view=field_of_view,
-                        denoise=denoise)
-    config = {"edges": out["attrs"]["edges"], "e0_method": e0_method, "smooth_px": float(smooth_px), "denoise": denoise,
+    options = dict(edges=edges, e0_method=e0_method, mask=mask, calibration=calibration, denoise=denoise)
+    choice = None
+    if smooth_px == "auto":
+        from .pipeline import choose_smoothing
+
+        choice = choose_smoothing(stack.object, stack.energy, stack.pixel_size, field_of_view=field_of_view,
+                                  analysis=options, clustering=clustering)
+        smooth_px = choice.smooth_px
+    out = analyze_stack(stack.object, stack.energy, stack.pixel_size, smooth_px=float(smooth_px), field_of_view=field_of_view, **options)
+    if choice is not None:
+        out["attrs"].update(smooth_px_candidates=list(choice.entropy), smooth_px_entropy=list(choice.entropy.values()))
+    config = {"edges": out["attrs"]["edges"], "e0_method": e0_method, "smooth_px": "auto" if choice else float(smooth_px), "denoise": denoise,
               "mask": "automatic" if mask is None else "given", "calibration": json.loads(out["attrs"]["calibration"])}
     results.write_group(results_path, "spectra", out["spectra"], config=config)
     results.write_group(results_path, "chemistry", out["chemistry"], attrs=out["attrs"], config=config)

@@ -395,6 +395,14 @@ def cluster_features(
     )
 
 
+def classification_entropy(probabilities, pixels) -> float:
+    """Mean entropy (nats) of the group posteriors ``probabilities`` (K, Ny, Nx) over ``pixels``
+    ((Ny, Nx) bool): 0 when every pixel is assigned with certainty, ``log K`` when not at all. It is
+    the assignment-cost term of ICL per pixel (:func:`icl` uses its MAP form)."""
+    p = np.clip(np.asarray(probabilities, np.float64)[:, np.asarray(pixels, bool)], 1e-300, 1.0)
+    return float(np.mean(-np.sum(p * np.log(p), axis=0)))
+
+
 def absorber_detected(chemistry: dict, min_edge_snr: float = DETECTION_SNR):
     """(Ny, Nx) bool: pixels where at least one absorption edge's jump exceeds ``min_edge_snr`` times
     its standard error (``edge_jump_<X>`` / ``edge_jump_<X>_std`` maps of ``/chemistry``)."""
@@ -424,6 +432,14 @@ def cluster_chemistry(chemistry: dict, features, n_groups=None, k_range=(1, 6), 
     return dataclasses.replace(result, labels=labels, counts=counts)
 
 
+def default_features(chemistry: dict) -> list[str]:
+    """The :data:`THICKNESS_INDEPENDENT` maps of ``chemistry`` measured on at least a quarter of the
+    particle (a map that the edge fit left mostly NaN, e.g. a weak edge at low fluence, would
+    otherwise exclude every pixel)."""
+    inside = np.asarray(chemistry["mask"], bool)
+    return [n for n in THICKNESS_INDEPENDENT if n in chemistry and np.isfinite(np.asarray(chemistry[n])[inside]).mean() >= 0.25]
+
+
 def cluster(results_path, features=None, n_groups=None, k_range=(1, 6), seed=0, min_edge_snr=DETECTION_SNR, **options) -> ClusterResult:
     """Cluster the ``/chemistry`` maps of a results file and write ``/clustering``.
 
@@ -438,11 +454,7 @@ def cluster(results_path, features=None, n_groups=None, k_range=(1, 6), seed=0, 
         raise DataError(results_path, "/chemistry has no 'mask' dataset")
     available = [n for n in chemistry if n not in ("attrs", "mask") and not n.endswith("_std")]
     if features is None:
-        # Default features: those measured on at least a quarter of the particle (a map that the
-        # edge fit left mostly NaN, e.g. a weak edge at low fluence, would exclude every pixel).
-        inside = np.asarray(chemistry["mask"], bool)
-        features = [n for n in THICKNESS_INDEPENDENT if n in chemistry
-                    and np.isfinite(np.asarray(chemistry[n])[inside]).mean() >= 0.25]
+        features = default_features(chemistry)
         if not features:
             raise DataError(results_path, f"/chemistry has none of the default features {', '.join(THICKNESS_INDEPENDENT)}; name some of: {', '.join(available)}")
     missing = [n for n in features if n not in chemistry]

@@ -156,6 +156,9 @@ def _analysis_settings(attrs) -> str:
     if "e0_method" not in attrs:
         return ""
     text = f"Edge energies by '{attrs['e0_method']}', smoothing {float(attrs.get('smooth_px', 0)):g} px"
+    if "smooth_px_candidates" in attrs:
+        candidates = ", ".join(f"{float(c):g}" for c in np.atleast_1d(attrs["smooth_px_candidates"]))
+        text += f" (chosen among {candidates} px: the most certain phase groups)"
     if attrs.get("denoise", "none") == "none":
         return text + ", no spectral denoising."
     ranks = f"OD {attrs.get('denoise_rank_optical_density', '?')}, phase {attrs.get('denoise_rank_phase', '?')}"

@@ -98,4 +98,6 @@ def test_report_says_how_the_maps_were_made():
     mnf = _analysis_settings({"e0_method": "fit", "smooth_px": 1.0, "denoise": "mnf",
                               "denoise_rank_optical_density": 7, "denoise_rank_phase": 14})
     assert "'mnf' (OD 7, phase 14 components kept" in mnf
+    auto = _analysis_settings({"e0_method": "fit", "smooth_px": 0.5, "denoise": "none", "smooth_px_candidates": np.array([0.5, 1.0])})
+    assert "smoothing 0.5 px (chosen among 0.5, 1 px" in auto
     assert _analysis_settings({}) == ""  # a /chemistry group written by another program

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import argparse
+
 
 def add_parser(subparsers):
     parser = subparsers.add_parser(
@@ -14,9 +16,10 @@ def add_parser(subparsers):
     parser.add_argument("--edges", default=None, help="elements whose K edges to fit, e.g. Mn,Ni (default: detected)")
     parser.add_argument("--e0", dest="e0_method", default="fit", choices=["fit", "derivative", "half-jump"],
                         help="edge-energy definition (default: fit)")
-    parser.add_argument("--smooth", type=float, default=None, metavar="PX",
+    parser.add_argument("--smooth", type=_smoothing, default=None, metavar="PX",
                         help="Gaussian smoothing (sigma, pixels) of the OD maps before fitting, within the particle "
-                        "(default: as `ptyjax run`, 1; 0: none)")
+                        "(default: as `ptyjax run`, 1; 0: none), or 'auto': the candidate whose phase groups are the "
+                        "most certain (analyses and clusters once per candidate)")
     parser.add_argument("--denoise", default=None, choices=["mnf", "none"],
                         help="spectral denoising of the particle's spectra before fitting (--e0 fit only): mnf keeps the "
                         "components that stand out of the background's noise and each edge's shift direction "
@@ -24,6 +27,18 @@ def add_parser(subparsers):
     parser.add_argument("--mask", default=None, metavar="FILE.npy", help="particle mask (Ny, Nx) bool; default automatic")
     parser.set_defaults(func=run)
     return parser
+
+
+def _smoothing(text):
+    if text == "auto":
+        return text
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of pixels >= 0 or 'auto', not {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a number of pixels >= 0 or 'auto', not {text!r}")
+    return value
 
 
 def run(args) -> int:
@@ -35,6 +50,9 @@ def run(args) -> int:
                   denoise=args.denoise)
     chem = out["chemistry"]
     print(f"{args.results}: /spectra, /chemistry written ({int(chem['mask'][0].sum())} particle pixels)")
+    if "smooth_px_candidates" in out["attrs"]:
+        criteria = ", ".join(f"{s:g} px: {h:.4f}" for s, h in zip(out["attrs"]["smooth_px_candidates"], out["attrs"]["smooth_px_entropy"]))
+        print(f"smoothing chosen: {out['attrs']['smooth_px']:g} px (mean posterior entropy per candidate: {criteria})")
     for name in sorted(chem):
         if name.startswith(("edge_energy_", "edge_jump_", "valence_", "electrons_per")) or name.endswith("_ratio"):
             if not name.endswith("_std"):
