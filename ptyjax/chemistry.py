@@ -726,7 +726,8 @@ def analyze(results_path, edges=None, e0_method="fit", mask=None, smooth_px=None
         choice = choose_smoothing(stack.object, stack.energy, stack.pixel_size, field_of_view=field_of_view,
                                   analysis=options, clustering=clustering)
         smooth_px = choice.smooth_px
-    out = analyze_stack(stack.object, stack.energy, stack.pixel_size, smooth_px=float(smooth_px), field_of_view=field_of_view, **options)
+    out = choice.analysis if choice else analyze_stack(stack.object, stack.energy, stack.pixel_size, smooth_px=float(smooth_px),
+                                                      field_of_view=field_of_view, **options)
     if choice is not None:
         out["attrs"].update(smooth_px_candidates=list(choice.entropy), smooth_px_entropy=list(choice.entropy.values()))
     config = {"edges": out["attrs"]["edges"], "e0_method": e0_method, "smooth_px": "auto" if choice else float(smooth_px), "denoise": denoise,

@@ -136,10 +136,13 @@ def choose_smoothing(obj, energies_ev, pixel_size_m, candidates=SMOOTHING_CANDID
 
     clustering = dict(clustering or {})
     features = clustering.pop("features", None)
-    groups = {}
+    groups, analyses = {}, {}
     for smooth in candidates:
-        analysis_result = analyze_stack(obj, energies_ev, pixel_size_m, smooth_px=float(smooth), field_of_view=field_of_view, **(analysis or {}))
-        chemistry = {k: v[0] for k, v in analysis_result["chemistry"].items()}
+        result = analyze_stack(obj, energies_ev, pixel_size_m, smooth_px=float(smooth), field_of_view=field_of_view, **(analysis or {}))
+        if analyses:  # the spectra (raw OD and phase stacks) do not depend on the smoothing: keep one copy
+            result["spectra"] = next(iter(analyses.values()))["spectra"]
+        analyses[float(smooth)] = result
+        chemistry = {k: v[0] for k, v in result["chemistry"].items()}
         groups[float(smooth)] = cluster_chemistry(chemistry, features or default_features(chemistry), **clustering)
     labelled = np.all([g.labels >= 0 for g in groups.values()], axis=0)
     if not labelled.any():
@@ -147,16 +150,18 @@ def choose_smoothing(obj, energies_ev, pixel_size_m, candidates=SMOOTHING_CANDID
     entropy = {smooth: classification_entropy(g.probabilities, labelled) for smooth, g in groups.items()}
     separated = {smooth: h for smooth, h in entropy.items() if groups[smooth].n_groups >= 2}
     chosen = min(separated, key=separated.get) if separated else max(groups)
-    return SmoothingChoice(chosen, entropy, groups)
+    return SmoothingChoice(chosen, entropy, groups, analyses[chosen])
 
 
 class SmoothingChoice(NamedTuple):
     """Result of :func:`choose_smoothing`: the chosen ``smooth_px``, the criterion per candidate
-    (mean posterior entropy, nats) and the clustering of each candidate's maps."""
+    (mean posterior entropy, nats), the clustering of each candidate's maps and the chosen
+    candidate's :func:`ptyjax.chemistry.analyze_stack` result."""
 
     smooth_px: float
     entropy: dict
     groups: dict
+    analysis: dict
 
 
 def defaults_toml() -> str:
