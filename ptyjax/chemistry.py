@@ -549,8 +549,11 @@ def smooth_within(stack, regions, sigma_px):
 DENOISE_METHODS = ("none", "mnf")
 
 
-def check_analysis_options(e0_method, denoise):
-    """Raise :class:`PtyjaxError` unless ``e0_method`` and ``denoise`` can run together."""
+def check_analysis_options(e0_method, denoise, smooth_px=0.0):
+    """Raise :class:`PtyjaxError` unless ``e0_method``, ``denoise`` and ``smooth_px`` (pixels >= 0, or
+    "auto" where :func:`analyze` chooses it) can run together."""
+    if not (smooth_px == "auto" or (isinstance(smooth_px, (int, float)) and not isinstance(smooth_px, bool) and smooth_px >= 0)):
+        raise PtyjaxError(f"smooth_px must be a number >= 0 or 'auto', not {smooth_px!r}")
     if e0_method not in E0_METHODS:
         raise PtyjaxError(f"e0_method must be one of {', '.join(E0_METHODS)}, not {e0_method!r}")
     if denoise not in DENOISE_METHODS:
@@ -705,6 +708,7 @@ def analyze(results_path, edges=None, e0_method="fit", mask=None, smooth_px=None
         smooth_px = STAGE_DEFAULTS["analyze"]["smooth_px"][0]
     if denoise is None:
         denoise = STAGE_DEFAULTS["analyze"]["denoise"][0]
+    check_analysis_options(e0_method, denoise, smooth_px)
 
     stack = sp.load_stack(results_path)
     if mask is not None and not isinstance(mask, np.ndarray):

@@ -99,10 +99,7 @@ def _check_analysis(options: dict, path) -> None:
     from .chemistry import check_analysis_options
 
     try:
-        check_analysis_options(options["e0_method"], options["denoise"])
-        smooth = options["smooth_px"]
-        if not (smooth == "auto" or (isinstance(smooth, (int, float)) and not isinstance(smooth, bool) and smooth >= 0)):
-            raise PtyjaxError(f"smooth_px must be a number >= 0 or 'auto', not {smooth!r}")
+        check_analysis_options(options["e0_method"], options["denoise"], options["smooth_px"])
     except PtyjaxError as error:
         raise PtyjaxError(f"{path}: [analyze] {error}") from None
 

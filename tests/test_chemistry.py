@@ -444,3 +444,4 @@ def test_analyze_cli_smooth_auto_stores_its_choice(tiny_dataset, tmp_path):
     assert len(candidates) == len(entropy) >= 2 and attrs["smooth_px"] in candidates
     with pytest.raises(SystemExit):
         _cli(["analyze", str(path), "--smooth", "lots"])
+    assert _cli(["analyze", str(path), "--smooth", "-1"]) == 2

@@ -293,3 +293,16 @@ def test_pixels_without_a_detected_edge_carry_no_chemistry():
     assert detected[:, :10].all() and detected[15:, 15:].all()
     # Elsewhere only noise: 3-sigma detection lets through ~0.3 % of pixels (here at most a few).
     assert detected[:15, 10:].sum() <= 3
+
+
+def test_classification_entropy_known_cases():
+    """0 nats for certain assignments, log K for uniform posteriors, only over the given pixels."""
+    certain = np.zeros((3, 2, 2))
+    certain[1] = 1.0
+    uniform = np.full((3, 2, 2), 1 / 3)
+    mixed = np.concatenate([certain[:, :1], uniform[:, 1:]], axis=1)
+    assert cl.classification_entropy(certain, np.ones((2, 2), bool)) == pytest.approx(0.0, abs=1e-12)
+    assert cl.classification_entropy(uniform, np.ones((2, 2), bool)) == pytest.approx(np.log(3))
+    top = np.array([[True, True], [False, False]])
+    assert cl.classification_entropy(mixed, top) == pytest.approx(0.0, abs=1e-12)
+    assert cl.classification_entropy(mixed, np.ones((2, 2), bool)) == pytest.approx(np.log(3) / 2)

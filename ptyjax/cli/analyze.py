@@ -30,15 +30,13 @@ def add_parser(subparsers):
 
 
 def _smoothing(text):
+    """'auto' or a number (its range is checked by ``chemistry.check_analysis_options``)."""
     if text == "auto":
         return text
     try:
-        value = float(text)
+        return float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number of pixels >= 0 or 'auto', not {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a number of pixels >= 0 or 'auto', not {text!r}")
-    return value
+        raise argparse.ArgumentTypeError(f"expected a number of pixels or 'auto', not {text!r}") from None
 
 
 def run(args) -> int:
