@@ -17,7 +17,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 
-from .propagation import farfield_intensity
+from .propagation import farfield, farfield_intensity
 from .sampling import FrameGeometry, bilinear_shift, extract_patches, footprints, fourier_translate, frame_patches, spread_tiles  # noqa: F401 (extract_patches re-exported)
 
 
@@ -167,13 +167,36 @@ def exit_waves(params: Reconstruction, geometry: FrameGeometry, indices, patches
     sub-pixel translation that leaves their far-field intensities unchanged. ``patches``: the
     output of :func:`object_patches`, if already computed."""
     patches, rests = object_patches(params, geometry, indices) if patches is None else patches
-    probe = params.probe()[:, None] if rests is None else shift_probes(params.probe(), rests)
-    return probe * patches[:, :, None]
+    return frame_probes(params, rests) * patches[:, :, None]
 
 
 def predict_intensity(params: Reconstruction, geometry: FrameGeometry, indices, patches=None):
     """Model detector intensities (E, B, N, N), zero frequency centred, summed over probe modes."""
     return farfield_intensity(exit_waves(params, geometry, indices, patches), mode_axis=-3)
+
+
+def frame_probes(params: Reconstruction, rests):
+    """The probe each frame meets: (E, 1, M, N, N), or (E, B, M, N, N) moved by the sub-pixel
+    ``rests`` (E, B, 2) of native-grid sampling (``None`` for exact sampling)."""
+    return params.probe()[:, None] if rests is None else shift_probes(params.probe(), rests)
+
+
+def amplitude_position_derivatives(params: Reconstruction, patches, scale):
+    """Derivatives of the detector amplitudes ``sqrt(I)`` (E, B, N, N) with respect to each frame's
+    position, ``(d/dy, d/dx)`` per common-grid pixel, at fixed object and probe.
+
+    ``patches``: the output of :func:`object_patches`. Moving a frame by ``dr`` changes its exit wave
+    by ``P dO/dr`` (``dO/dr`` from :func:`patch_gradient`), whose far field changes the amplitude
+    only through its part in phase with the far field itself: ``dA = sum_modes Re(conj(Psi) dPsi) / A``.
+    For a weak phase object most of ``P dO/dr`` is in quadrature, so this is ~10x smaller than
+    ``sum |P dO/dr|^2`` would suggest (the Gauss-Newton diagonal of positions uses it).
+    """
+    patch, rests = patches
+    probe = frame_probes(params, rests)
+    psi = farfield(probe * patch[:, :, None])
+    amplitude = jnp.sqrt(jnp.sum(jnp.abs(psi) ** 2, axis=-3)) + 1e-12
+    return tuple(jnp.sum(jnp.real(jnp.conj(psi) * farfield(probe * d[:, :, None])), axis=-3) / amplitude
+                 for d in patch_gradient(patch, scale))
 
 
 def patch_gradient(patches, scale):

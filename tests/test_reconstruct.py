@@ -142,3 +142,26 @@ def test_epoch_batches_spread_the_points_evenly(n_points, batch_size, expected):
     assert (weights[:, 0] == 0).sum() < expected[0]
     again, _ = fit.epoch_batches(valid, batch_size, seed=0, epoch=4)
     np.testing.assert_array_equal(indices, again)
+
+
+def test_registration_sees_the_particle_not_the_phase_gauge():
+    """register_energies measures each energy's translation of the particle, whatever phase offset and
+    ramp (the gauge object and probe trade freely) each energy carries: within 0.05 px. Unflattened,
+    the scanned region's phase plateau, whose border does not move, dominated the correlation."""
+    import jax.numpy as jnp
+
+    from ptyjax.model import LogObjectStack, Probe, Reconstruction, ScanPositions
+    from ptyjax.spectra import fourier_shift
+
+    y, x = np.indices((64, 64), dtype=float)
+    blob = lambda cy, cx, s: np.exp(-((y - cy) ** 2 + (x - cx) ** 2) / (2 * s**2))  # noqa: E731
+    particle = -0.4 * (blob(32, 30, 7.0) + 0.7 * blob(27, 37, 3.0) + 0.5 * blob(38, 26, 2.5))
+    scanned = np.broadcast_to((y - 32) ** 2 + (x - 32) ** 2 < 26**2, (3, 64, 64))
+    shifts = np.array([[0.6, -0.3], [-0.2, 0.45], [-0.4, -0.15]])  # px, mean zero
+    gauge = [(0.8, 0.01, -0.02), (-1.1, -0.015, 0.005), (0.3, 0.0, 0.02)]  # rad, rad/px
+    phase = np.stack([fourier_shift(particle, s) + c + a * y + b * x for s, (c, a, b) in zip(shifts, gauge)])
+    params = Reconstruction(LogObjectStack(jnp.zeros((3, 64, 64), jnp.float32), jnp.asarray(phase, jnp.float32)),
+                            Probe.from_complex(np.ones((3, 1, 8, 8), np.complex64)), ScanPositions.at_nominal(np.zeros((3, 4, 2))))
+    registered = fit.register_energies(params, scanned, band_px=6)
+    # Moving energy e's object by -shift_e registers it; its beam follows: drift -shift_e.
+    np.testing.assert_allclose(np.asarray(registered.positions.drift), -shifts, atol=0.05)
