@@ -97,6 +97,7 @@ def summary_rows(s: dict) -> list[tuple[str, str]]:
         ("wall time, total (incl. defocus trials + compile)", f"{s['wall_s']:.1f} s"),
         ("wall time per epoch, median (first epoch incl. compile)", f"{np.median(epoch_s):.2f} s ({epoch_s[0]:.2f} s)"),
         ("position RMS error, nominal -> refined", f"{s['position_rms_nominal_m'] * 1e9:.1f} -> {s['position_rms_refined_m'] * 1e9:.1f} nm"),
+        ("refined: per-energy mean (stack registration) / per point", f"{s['position_rms_energy_m'] * 1e9:.1f} / {s['position_rms_point_m'] * 1e9:.1f} nm"),
         ("global shift found (px)", f"({s['global_shift_px'][0]:+.2f}, {s['global_shift_px'][1]:+.2f})"),
     ]
 

@@ -31,9 +31,10 @@ from . import initialise, losses, priors
 from .errors import PtyjaxError
 from .geometry import ObjectGrid
 from .model import (OBJECT_MODELS, FrameGeometry, LogObjectStack, Probe, Reconstruction, ScanPositions, amplitude_position_derivatives,
-                    centre_probe, illumination, object_patches, predict_intensity)
+                    centre_probe, farfield_waves, illumination, object_patches)
 from .physics import wavelength
 from .preconditioning import damped, scale_by_curvature
+from .propagation import intensity
 from .sharding import to_host
 
 # Extra common-grid pixels around the scanned area, so refined positions can move without
@@ -286,15 +287,16 @@ class Engine(eqx.Module):
 
     def objective(self, params, frames, weight, indices):
         patches = object_patches(params, self.geometry, indices)
-        model = predict_intensity(params, self.geometry, indices, patches)
-        data = losses.get(self.loss_name)(model, frames, weight)
+        waves = farfield_waves(params, self.geometry, indices, patches)
+        data = losses.get(self.loss_name)(intensity(waves), frames, weight)
         prior = priors.total(params, self.context, self.priors)
-        return data + prior, (data, prior, jax.lax.stop_gradient(patches))
+        return data + prior, (data, prior, jax.lax.stop_gradient((patches, waves)))
 
-    def curvature(self, params, frames, weight, indices, patches):
+    def curvature(self, params, frames, weight, indices, patches, waves=None):
         """Diagonal curvature pytree (same structure as ``params``) for the preconditioner.
 
-        ``patches``: the object patches and sub-pixel rests of the forward pass (reused, not recomputed).
+        ``patches``, ``waves``: the object patches with sub-pixel rests, and the far-field waves, of
+        the forward pass (reused, not recomputed).
         """
         loss_curvature = losses.get(self.loss_name).curvature
         photons = jnp.maximum(jnp.sum(weight * frames), 1.0) / loss_curvature
@@ -307,7 +309,7 @@ class Engine(eqx.Module):
         # point and direction. The exit-wave bound sum |P|^2 |dO/dr|^2 (like the object's) was 5-90x
         # larger on the small preset (median 12x), so position steps were that much too short.
         h_point = jnp.stack(
-            [jnp.sum(weight * d**2, axis=(-2, -1)) / photons for d in amplitude_position_derivatives(params, patches, self.geometry.scale)],
+            [jnp.sum(weight * d**2, axis=(-2, -1)) / photons for d in amplitude_position_derivatives(params, patches, self.geometry.scale, waves)],
             axis=-1,
         )  # (E, B, 2)
         floor = self.floor * jnp.max(h_point) + 1e-30
@@ -329,8 +331,8 @@ def gather_frames(frames_all, indices):
 @eqx.filter_jit
 def _step(engine: Engine, optimizer, params, opt_state, frames, pixel_weight, point_valid, indices, point_weight, step_scale):
     weight = pixel_weight * point_weight[..., None, None]
-    (value, (data, prior, patches)), grads = eqx.filter_value_and_grad(engine.objective, has_aux=True)(params, frames, weight, indices)
-    curvature = engine.curvature(jax.lax.stop_gradient(params), frames, weight, indices, patches)
+    (value, (data, prior, (patches, waves))), grads = eqx.filter_value_and_grad(engine.objective, has_aux=True)(params, frames, weight, indices)
+    curvature = engine.curvature(jax.lax.stop_gradient(params), frames, weight, indices, patches, waves)
     updates, opt_state = optimizer.update(grads, opt_state, params, curvature=curvature)
     updates = jax.tree.map(lambda u: step_scale * u, updates)
     params = eqx.apply_updates(params, updates)

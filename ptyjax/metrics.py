@@ -95,6 +95,16 @@ def rms_position_error(estimate_m, truth_m, valid=None):
     return float(np.sqrt(np.mean(np.sum(d**2, axis=-1))))
 
 
+def position_error_parts(estimate_m, truth_m):
+    """RMS (m) of the two parts of the position errors (E, P, 2) after removing their mean offset:
+    each energy's mean error (the stack's misregistration: drift errors) and the rest (per point)."""
+    d = np.asarray(estimate_m) - np.asarray(truth_m)
+    d = d - d.reshape(-1, 2).mean(axis=0)
+    per_energy = d.mean(axis=1, keepdims=True)
+    rms = lambda x: float(np.sqrt(np.mean(np.sum(x**2, axis=-1))))  # noqa: E731
+    return rms(per_energy), rms(d - per_energy)
+
+
 def compare_to_truth(results_path, truth_path, region_radius_fraction: float = 0.25) -> dict:
     """Figures of merit of a results file's ``/reconstruction`` against a simulator truth file.
 
@@ -103,7 +113,8 @@ def compare_to_truth(results_path, truth_path, region_radius_fraction: float = 0
     of the energy-averaged phase images). Compared inside the scanned region: points closer to a scan
     position than ``region_radius_fraction`` of the smallest frame window. Returns per-energy complex
     NRMSE (after a global complex scale per energy), phase FRC resolution at the 0.5 threshold (m),
-    and RMS position errors (m) of nominal and refined positions (after removing the mean offset).
+    and RMS position errors (m) of nominal and refined positions (after removing the mean offset), the
+    refined ones also split by :func:`position_error_parts`.
     """
     from . import results
     from .simulate import load_truth
@@ -137,6 +148,8 @@ def compare_to_truth(results_path, truth_path, region_radius_fraction: float = 0
         "global_shift_px": shift,
         "position_rms_nominal_m": rms_position_error(nominal, true_positions),
         "position_rms_refined_m": rms_position_error(refined, true_positions),
+        "position_rms_energy_m": position_error_parts(refined, true_positions)[0],
+        "position_rms_point_m": position_error_parts(refined, true_positions)[1],
         "pixel_size_m": grid.pixel_size,
     }
 

@@ -17,7 +17,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 
-from .propagation import farfield, farfield_intensity
+from .propagation import farfield, intensity
 from .sampling import FrameGeometry, bilinear_shift, extract_patches, footprints, fourier_translate, frame_patches, spread_tiles  # noqa: F401 (extract_patches re-exported)
 
 
@@ -170,9 +170,15 @@ def exit_waves(params: Reconstruction, geometry: FrameGeometry, indices, patches
     return frame_probes(params, rests) * patches[:, :, None]
 
 
+def farfield_waves(params: Reconstruction, geometry: FrameGeometry, indices, patches=None):
+    """Far-field waves (E, B, M, N, N) of the frames ``indices``, zero frequency centred."""
+    return farfield(exit_waves(params, geometry, indices, patches))
+
+
 def predict_intensity(params: Reconstruction, geometry: FrameGeometry, indices, patches=None):
     """Model detector intensities (E, B, N, N), zero frequency centred, summed over probe modes."""
-    return farfield_intensity(exit_waves(params, geometry, indices, patches), mode_axis=-3)
+    return intensity(farfield_waves(params, geometry, indices, patches))
+
 
 
 def frame_probes(params: Reconstruction, rests):
@@ -181,7 +187,7 @@ def frame_probes(params: Reconstruction, rests):
     return params.probe()[:, None] if rests is None else shift_probes(params.probe(), rests)
 
 
-def amplitude_position_derivatives(params: Reconstruction, patches, scale):
+def amplitude_position_derivatives(params: Reconstruction, patches, scale, waves=None):
     """Derivatives of the detector amplitudes ``sqrt(I)`` (E, B, N, N) with respect to each frame's
     position, ``(d/dy, d/dx)`` per common-grid pixel, at fixed object and probe.
 
@@ -189,11 +195,12 @@ def amplitude_position_derivatives(params: Reconstruction, patches, scale):
     by ``P dO/dr`` (``dO/dr`` from :func:`patch_gradient`), whose far field changes the amplitude
     only through its part in phase with the far field itself: ``dA = sum_modes Re(conj(Psi) dPsi) / A``.
     For a weak phase object most of ``P dO/dr`` is in quadrature, so this is ~10x smaller than
-    ``sum |P dO/dr|^2`` would suggest (the Gauss-Newton diagonal of positions uses it).
+    ``sum |P dO/dr|^2`` would suggest (the Gauss-Newton diagonal of positions uses it). ``waves``: the
+    frames' far-field waves (:func:`farfield_waves`), if already computed.
     """
     patch, rests = patches
     probe = frame_probes(params, rests)
-    psi = farfield(probe * patch[:, :, None])
+    psi = farfield(probe * patch[:, :, None]) if waves is None else waves
     amplitude = jnp.sqrt(jnp.sum(jnp.abs(psi) ** 2, axis=-3)) + 1e-12
     return tuple(jnp.sum(jnp.real(jnp.conj(psi) * farfield(probe * d[:, :, None])), axis=-3) / amplitude
                  for d in patch_gradient(patch, scale))

@@ -24,7 +24,12 @@ def to_sample_plane(farfield_wave):
 
 def farfield_intensity(exit_waves, mode_axis=-3):
     """Detector intensity: far-field intensities summed over incoherent modes (``mode_axis``)."""
-    return jnp.sum(jnp.abs(farfield(exit_waves)) ** 2, axis=mode_axis)
+    return intensity(farfield(exit_waves), mode_axis)
+
+
+def intensity(waves, mode_axis=-3):
+    """Intensity of waves summed over their incoherent modes (``mode_axis``)."""
+    return jnp.sum(jnp.abs(waves) ** 2, axis=mode_axis)
 
 
 def fresnel_propagate(wave, pixel_size_m, wavelength_m, distance_m):

@@ -91,7 +91,9 @@ def _truth_section(results_path, truth_path):
         body.append(f"<p>Object against {name}: complex NRMSE median <b>{np.median(s['nrmse']):.4f}</b> "
                     f"({np.min(s['nrmse']):.4f}-{np.max(s['nrmse']):.4f}); phase FRC(0.5) resolution median "
                     f"<b>{np.median(frc) * 1e9:.1f} nm</b> ({np.min(frc) * 1e9:.1f}-{np.max(frc) * 1e9:.1f} nm); positions "
-                    f"{s['position_rms_nominal_m'] * 1e9:.1f} nm RMS nominal, {s['position_rms_refined_m'] * 1e9:.1f} nm refined.</p>")
+                    f"{s['position_rms_nominal_m'] * 1e9:.1f} nm RMS nominal, {s['position_rms_refined_m'] * 1e9:.1f} nm refined "
+                    f"({s['position_rms_energy_m'] * 1e9:.1f} nm in each energy's mean, the stack's registration; "
+                    f"{s['position_rms_point_m'] * 1e9:.1f} nm per point).</p>")
     except Exception as exc:  # e.g. a truth file with labels only
         body.append(f"<p class='missing'>No object comparison: {html.escape(str(exc))}</p>")
     try:
