@@ -52,6 +52,7 @@ _RECONSTRUCT_HELP = {
     "probe_step": "probe step, in units of the preconditioned full step",
     "momentum": "momentum of object and probe steps",
     "probe_start_epoch": "epoch at which probe updates start",
+    "prior_start_epoch": "epoch at which the priors start (after the stack's first registrations)",
     "refine_positions": "refine per-energy drift and per-point jitter",
     "position_step": "fraction of the Gauss-Newton step for positions",
     "position_max_move": "largest position move per step, common-grid pixels",

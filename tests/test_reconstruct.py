@@ -179,3 +179,18 @@ def test_position_error_parts_split_registration_from_per_point_errors():
     energy_rms, point_rms = metrics.position_error_parts(truth + 7.0 + per_energy[:, None] + per_point, truth)
     np.testing.assert_allclose(energy_rms, np.sqrt(np.mean(np.sum(per_energy**2, -1))))
     np.testing.assert_allclose(point_rms, np.sqrt(np.mean(np.sum(per_point**2, -1))))
+
+
+def test_priors_act_from_prior_start_epoch(tiny):
+    """Before ``prior_start_epoch`` a run is the prior-free run, exactly; from it on the prior acts."""
+    data, _ = tiny
+    problem = fit.prepare(Dataset.open(data))
+    strong = {"spectral_smoothness": {"weight": 100.0, "delta": None}}
+
+    def phase(**overrides):
+        config = fit.FitConfig(epochs=2, checkpoint_every=0, **overrides)
+        return np.asarray(fit.run_fit(problem, config, progress=False, defocus_m=0.0).params.object.phase)
+
+    free = phase(priors={})
+    np.testing.assert_array_equal(phase(priors=strong, prior_start_epoch=2), free)
+    assert np.abs(phase(priors=strong, prior_start_epoch=1) - free).max() > 1e-3
