@@ -86,10 +86,10 @@ def main():
     dataset = Dataset.open(args.data)
     problem = fit.prepare(dataset)
     config = fit.FitConfig()
-    nominal = true_params(problem, truth, problem.nominal_px)
+    truth_start = true_params(problem, truth, problem.nominal_px)  # true object and probe, nominal positions
     cases = {
-        "positions only": (dataclasses.replace(config, object_step=0.0, probe_step=0.0, position_start_epoch=0), nominal, 0.0),
-        "joint, true start": (dataclasses.replace(config, position_start_epoch=0), nominal, 0.0),
+        "positions only": (dataclasses.replace(config, object_step=0.0, probe_step=0.0, position_start_epoch=0), truth_start, 0.0),
+        "joint, true start": (dataclasses.replace(config, position_start_epoch=0), truth_start, 0.0),
         "joint, default": (config, None, fit.choose_defocus(problem, config, dataset.edges)),
     }
     tables, finals = {}, {}

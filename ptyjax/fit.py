@@ -311,7 +311,7 @@ class Engine(eqx.Module):
         object_intensity = jnp.sum(point_weight[..., None, None] * jnp.abs(patches[0]) ** 2, axis=1) / photons
         h_probe = damped(object_intensity, self.floor)[:, None]
         # Positions: the Gauss-Newton diagonal of the data term itself, sum w (d sqrt(I) / dr)^2 per
-        # point and direction. The exit-wave bound sum |P|^2 |dO/dr|^2 (like the object's) was 5-90x
+        # point and direction. The exit-wave bound sum |P|^2 |dO/dr|^2 (like the object's) was 3-90x
         # larger on the small preset (median 12x), so position steps were that much too short.
         h_point = jnp.stack(
             [jnp.sum(weight * d**2, axis=(-2, -1)) / photons for d in amplitude_position_derivatives(params, patches, self.geometry.scale, waves)],

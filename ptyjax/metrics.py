@@ -141,6 +141,7 @@ def compare_to_truth(results_path, truth_path, region_radius_fraction: float = 0
     n = true_positions.shape[1]
     nominal = np.asarray(rec["nominal_positions"])[:, :n]
     refined = positions[:, :n]
+    energy_part, point_part = position_error_parts(refined, true_positions)
     return {
         "energy_ev": np.asarray(rec["energy"]),
         "nrmse": nrmse,
@@ -148,8 +149,8 @@ def compare_to_truth(results_path, truth_path, region_radius_fraction: float = 0
         "global_shift_px": shift,
         "position_rms_nominal_m": rms_position_error(nominal, true_positions),
         "position_rms_refined_m": rms_position_error(refined, true_positions),
-        "position_rms_energy_m": position_error_parts(refined, true_positions)[0],
-        "position_rms_point_m": position_error_parts(refined, true_positions)[1],
+        "position_rms_energy_m": energy_part,
+        "position_rms_point_m": point_part,
         "pixel_size_m": grid.pixel_size,
     }
 

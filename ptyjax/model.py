@@ -180,7 +180,6 @@ def predict_intensity(params: Reconstruction, geometry: FrameGeometry, indices, 
     return intensity(farfield_waves(params, geometry, indices, patches))
 
 
-
 def frame_probes(params: Reconstruction, rests):
     """The probe each frame meets: (E, 1, M, N, N), or (E, B, M, N, N) moved by the sub-pixel
     ``rests`` (E, B, 2) of native-grid sampling (``None`` for exact sampling)."""
@@ -201,6 +200,7 @@ def amplitude_position_derivatives(params: Reconstruction, patches, scale, waves
     patch, rests = patches
     probe = frame_probes(params, rests)
     psi = farfield(probe * patch[:, :, None]) if waves is None else waves
+    # The tiny floor (sqrt(photons)) only keeps dark pixels finite: there Re(conj(Psi) dPsi) is 0 too.
     amplitude = jnp.sqrt(jnp.sum(jnp.abs(psi) ** 2, axis=-3)) + 1e-12
     return tuple(jnp.sum(jnp.real(jnp.conj(psi) * farfield(probe * d[:, :, None])), axis=-3) / amplitude
                  for d in patch_gradient(patch, scale))
