@@ -3,6 +3,8 @@ import os
 # Tests run on the CPU with a fixed number of threads, and never grab all memory up front.
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
+# The command line's persistent compilation cache stays out of the user's home (its own test uses tmp).
+os.environ.setdefault("PTYJAX_COMPILATION_CACHE", "off")
 
 import pytest
 

@@ -3,7 +3,7 @@
 Each sub-command lives in its own module of this package with two functions: ``add_parser(subparsers)``
 that declares its arguments and ``run(args) -> int`` that does the work. Errors caused by input
 (:class:`ptyjax.errors.PtyjaxError`) are printed as one line and exit with status 2; ``--debug`` shows
-the traceback instead.
+the traceback instead. Compiled programs are kept on disk between runs (:mod:`ptyjax.compilation_cache`).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import argparse
 import importlib
 import sys
 
-from .. import __version__
+from .. import __version__, compilation_cache
 from ..errors import PtyjaxError
 
 # Sub-command modules, in the order ``ptyjax --help`` lists them.
@@ -33,6 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     parser = build_parser()
     args = parser.parse_args(argv)
+    compilation_cache.enable()
     try:
         return int(args.func(args) or 0)
     except PtyjaxError as error:
