@@ -297,11 +297,12 @@ class Engine(eqx.Module):
         prior = prior_scale * priors.total(params, self.context, self.priors)
         return data + prior, (data, prior, jax.lax.stop_gradient((patches, waves)))
 
-    def curvature(self, params, frames, weight, indices, patches, waves=None, prior_scale=1.0):
+    def curvature(self, params, frames, weight, indices, patches, waves=None, prior_scale=1.0, position_scale=1.0):
         """Diagonal curvature pytree (same structure as ``params``) for the preconditioner.
 
         ``patches``, ``waves``: the object patches with sub-pixel rests, and the far-field waves, of
-        the forward pass (reused, not recomputed).
+        the forward pass (reused, not recomputed). ``position_scale``: 0 while positions are not
+        refined; their curvature (two more far-field transforms per frame) is then skipped and set to 1.
         """
         loss_curvature = losses.get(self.loss_name).curvature
         photons = jnp.maximum(jnp.sum(weight * frames), 1.0) / loss_curvature
@@ -313,10 +314,13 @@ class Engine(eqx.Module):
         # Positions: the Gauss-Newton diagonal of the data term itself, sum w (d sqrt(I) / dr)^2 per
         # point and direction. The exit-wave bound sum |P|^2 |dO/dr|^2 (like the object's) was 3-90x
         # larger on the small preset (median 12x), so position steps were that much too short.
-        h_point = jnp.stack(
-            [jnp.sum(weight * d**2, axis=(-2, -1)) / photons for d in amplitude_position_derivatives(params, patches, self.geometry.scale, waves)],
-            axis=-1,
-        )  # (E, B, 2)
+        def position_curvature(_):
+            derivatives = amplitude_position_derivatives(params, patches, self.geometry.scale, waves)
+            return jnp.stack([jnp.sum(weight * d**2, axis=(-2, -1)) / photons for d in derivatives], axis=-1)  # (E, B, 2)
+
+        h_point = jax.lax.cond(
+            position_scale > 0, position_curvature, lambda _: jnp.ones(indices.shape + (2,), jnp.float32), None
+        )
         floor = self.floor * jnp.max(h_point) + 1e-30
         h_jitter = jnp.full(params.positions.jitter.shape, floor).at[jnp.arange(indices.shape[0])[:, None], indices].add(h_point)
         h_drift = jnp.sum(h_point, axis=1) + floor
@@ -335,11 +339,12 @@ def gather_frames(frames_all, indices):
 
 @eqx.filter_jit
 def _step(engine: Engine, optimizer, params, opt_state, frames, pixel_weight, point_valid, indices, point_weight, step_scale,
-          prior_scale):
+          prior_scale, position_scale):
     weight = pixel_weight * point_weight[..., None, None]
     objective = eqx.filter_value_and_grad(engine.objective, has_aux=True)
     (value, (data, prior, (patches, waves))), grads = objective(params, frames, weight, indices, prior_scale)
-    curvature = engine.curvature(jax.lax.stop_gradient(params), frames, weight, indices, patches, waves, prior_scale)
+    curvature = engine.curvature(jax.lax.stop_gradient(params), frames, weight, indices, patches, waves, prior_scale,
+                                 position_scale)
     updates, opt_state = optimizer.update(grads, opt_state, params, curvature=curvature)
     updates = jax.tree.map(lambda u: step_scale * u, updates)
     params = eqx.apply_updates(params, updates)
@@ -556,6 +561,7 @@ def run_fit(problem: Problem, config: FitConfig, params: Reconstruction | None =
                     engine, optimizer, params, opt_state, frames, pixel_weight, point_valid,
                     place(indices[b]), place(weights[b]), jnp.float32(step_scale),
                     jnp.float32(epoch >= config.prior_start_epoch),
+                    jnp.float32(config.refine_positions and epoch >= config.position_start_epoch),
                 )
                 total += data + prior
                 if stopper.requested is not None:

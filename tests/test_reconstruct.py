@@ -5,6 +5,8 @@ import subprocess
 import sys
 import time
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -194,3 +196,30 @@ def test_priors_act_from_prior_start_epoch(tiny):
     free = phase(priors={})
     np.testing.assert_array_equal(phase(priors=strong, prior_start_epoch=2), free)
     assert np.abs(phase(priors=strong, prior_start_epoch=1) - free).max() > 1e-3
+
+
+def test_position_curvature_is_skipped_while_positions_are_fixed(tiny):
+    """Before ``position_start_epoch`` the step skips the position curvature and moves nothing differently."""
+    data, _ = tiny
+    problem = fit.prepare(Dataset.open(data))
+    config = fit.FitConfig()
+    engine = fit.Engine.create(problem, config)
+    indices, weights = fit.epoch_batches(problem.point_valid, config.batch_size, config.seed, 0)
+    optimizer = fit.make_optimizer(config, indices.shape[0])
+    params = fit.initial_params(problem, config)
+    opt_state = optimizer.init(params)
+
+    def step(position_scale):
+        return fit._step(engine, optimizer, params, opt_state, problem.batch_frames(indices[0]), problem.pixel_weight,
+                         jnp.asarray(problem.point_valid), jnp.asarray(indices[0]), jnp.asarray(weights[0]),
+                         jnp.float32(1.0), jnp.float32(1.0), jnp.float32(position_scale))
+
+    computed, skipped = step(1.0), step(0.0)
+    for a, b in zip(jax.tree.leaves(computed), jax.tree.leaves(skipped)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    # The curvature itself does differ: the skipped one is a placeholder.
+    weight = problem.pixel_weight * jnp.asarray(weights[0])[..., None, None]
+    frames, idx = problem.batch_frames(indices[0]), jnp.asarray(indices[0])
+    _, (_, _, (patches, waves)) = engine.objective(params, frames, weight, idx)
+    on, off = (engine.curvature(params, frames, weight, idx, patches, waves, 1.0, s).positions.drift for s in (1.0, 0.0))
+    assert np.all(np.isfinite(np.asarray(off))) and not np.allclose(np.asarray(on), np.asarray(off))
