@@ -290,11 +290,23 @@ class Engine(eqx.Module):
     def priors(self):
         return {k: dict(v) for k, v in self.prior_spec}
 
-    def objective(self, params, frames, weight, indices, prior_scale=1.0):
+    def predict(self, params, indices):
+        """Object patches (with sub-pixel rests) and far-field waves of the points ``indices`` (E, B)."""
         patches = object_patches(params, self.geometry, indices)
-        waves = farfield_waves(params, self.geometry, indices, patches)
+        return patches, farfield_waves(params, self.geometry, indices, patches)
+
+    def energy_losses(self, params, frames, weight, indices):
+        """Data term (E,) of each energy separately, normalised by its own photons."""
+        _, waves = self.predict(params, indices)
+        return jax.vmap(losses.get(self.loss_name))(intensity(waves), frames, weight)
+
+    def objective(self, params, frames, weight, indices, prior_scale=1.0):
+        patches, waves = self.predict(params, indices)
         data = losses.get(self.loss_name)(intensity(waves), frames, weight)
-        prior = prior_scale * priors.total(params, self.context, self.priors)
+        # Before prior_start_epoch (prior_scale 0) the priors' whole-stack passes are skipped, not zeroed.
+        prior = jax.lax.cond(
+            prior_scale > 0, lambda p: prior_scale * priors.total(p, self.context, self.priors), lambda p: jnp.float32(0.0), params
+        )
         return data + prior, (data, prior, jax.lax.stop_gradient((patches, waves)))
 
     def curvature(self, params, frames, weight, indices, patches, waves=None, prior_scale=1.0, position_scale=1.0):
@@ -610,27 +622,61 @@ def choose_defocus(problem: Problem, config: FitConfig, edge_groups: dict, max_p
     For each edge, the lowest energy (pre-edge: the simplest object) is reconstructed for
     ``config.defocus_trial_epochs`` epochs from each candidate of
     :func:`ptyjax.initialise.defocus_candidates` (both signs), then from
-    :data:`DEFOCUS_REFINEMENT` times the best one; the candidate with the lowest final loss is used
-    for every energy of that edge.
+    :data:`DEFOCUS_REFINEMENT` times the best one; the candidate whose final parameters fit that
+    energy's frames best is used for every energy of that edge. The edges' trial energies run side by
+    side in one problem (no priors couple them): one compilation and one run per candidate for all edges.
     """
-    defocus = np.zeros(problem.n_energies)
     trial_config = dataclasses.replace(
         config, epochs=config.defocus_trial_epochs, refine_positions=False, priors={}, checkpoint_every=0, probe_start_epoch=1,
     )
-    for members in edge_groups.values():
-        e = int(members[0])
-        sub = problem.subset([e], max_points=max_points)
-        step = initialise.mean_scan_step(sub.nominal_m[0][sub.point_valid[0]])
-        lam = float(wavelength(sub.energies_ev[0]))
-        candidates = initialise.defocus_candidates(
-            sub.mean_patterns[0], sub.native_pixel_size[0], lam, step, sub.geometry.frame_size * sub.native_pixel_size[0]
-        )
-        score = lambda z: (run_fit(sub, trial_config, progress=False, defocus_m=z).loss_history or [np.inf])[-1]
-        scores = {z: score(z) for z in candidates}
-        best = min(scores, key=scores.get)
-        scores.update({f * best: score(f * best) for f in DEFOCUS_REFINEMENT if best != 0})
-        defocus[np.asarray(members)] = min(scores, key=scores.get)
+    groups = list(edge_groups.values())
+    if not groups:
+        return np.zeros(problem.n_energies)
+    sub = problem.subset([int(members[0]) for members in groups], max_points=max_points)
+    candidates = []
+    for i in range(sub.n_energies):
+        step = initialise.mean_scan_step(sub.nominal_m[i][sub.point_valid[i]])
+        lam = float(wavelength(sub.energies_ev[i]))
+        candidates.append(initialise.defocus_candidates(
+            sub.mean_patterns[i], sub.native_pixel_size[i], lam, step, sub.geometry.frame_size * sub.native_pixel_size[i]
+        ))
+    scores = [{} for _ in groups]
+
+    def trial_round(lists):
+        # Shorter lists repeat their first entry (already scored, or scored once more to no effect).
+        for j in range(max(len(c) for c in lists)):
+            distances = [c[j] if j < len(c) else c[0] for c in lists]
+            losses_e = trial_losses(sub, trial_config, np.asarray(distances))
+            for i, z in enumerate(distances):
+                scores[i].setdefault(z, losses_e[i])
+
+    trial_round(candidates)
+    best = [min(sc, key=sc.get) for sc in scores]
+    refinements = [[f * b for f in DEFOCUS_REFINEMENT] if b != 0 else [b] for b in best]
+    if any(b != 0 for b in best):
+        trial_round(refinements)
+    defocus = np.zeros(problem.n_energies)
+    for members, sc in zip(groups, scores):
+        defocus[np.asarray(members)] = min(sc, key=sc.get)
     return defocus
+
+
+def trial_losses(problem: Problem, config: FitConfig, defocus_m) -> np.ndarray:
+    """Data term (E,) per energy over all points after a run of ``config`` from ``defocus_m`` (inf if not finite)."""
+    params = run_fit(problem, config, progress=False, defocus_m=defocus_m).params
+    engine = Engine.create(problem, config)
+    indices, weights = epoch_batches(problem.point_valid, config.batch_size, config.seed, 0)
+    total = 0.0
+    for b in range(indices.shape[0]):
+        weight = problem.pixel_weight * jnp.asarray(weights[b])[..., None, None]
+        total = total + _energy_losses(engine, params, problem.batch_frames(indices[b]), weight, jnp.asarray(indices[b]))
+    total = np.asarray(total, np.float64) / indices.shape[0]
+    return np.where(np.isfinite(total), total, np.inf)
+
+
+@eqx.filter_jit
+def _energy_losses(engine: Engine, params, frames, weight, indices):
+    return engine.energy_losses(params, frames, weight, indices)
 
 
 def reconstruct(dataset, config: FitConfig | None = None, checkpoint=None, resume: bool = False, progress: bool = True,
