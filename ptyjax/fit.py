@@ -432,10 +432,10 @@ def register_energies(params: Reconstruction, scanned, band_px: int, upsample: i
     flat = np.stack([_flattened(p, _outer_band(s, band_px)) for p, s in zip(phase, scanned)])
     lit_phase = np.where(scanned, flat, 0.0)
     reference = lit_phase.mean(axis=0)
-    shifts = np.array([phase_correlation_shift(reference, p, upsample) for p in lit_phase])
+    shifts = phase_correlation_shift(reference, lit_phase, upsample)
     shifts -= shifts.mean(axis=0)  # a common translation of all energies is not an ambiguity to remove
-    log_amplitude = np.stack([fourier_shift(a, s) for a, s in zip(to_host(params.object.log_amplitude), shifts)])
-    phase_all = np.stack([fourier_shift(p, s) for p, s in zip(phase, shifts)])
+    log_amplitude = fourier_shift(to_host(params.object.log_amplitude), shifts)
+    phase_all = fourier_shift(phase, shifts)
     positions = params.positions
     # Shifting the object by +s moves its features to r + s; the beam must follow: drift + s.
     positions = ScanPositions(positions.nominal, jnp.asarray(to_host(positions.drift) + shifts, positions.drift.dtype), positions.jitter)

@@ -359,12 +359,22 @@ def _upsampled_dft(spectrum, region, upsample, offset):
 
 def phase_correlation_shift(reference, moving, upsample=20):
     """Shift (dy, dx) in pixels that, applied to ``moving`` (by :func:`fourier_shift`), aligns it with
-    ``reference``. Damped phase correlation with the peak refined to 1/``upsample`` px (Guizar-Sicairos 2008)."""
-    cross = sfft.fft2(reference) * np.conj(sfft.fft2(moving))
+    ``reference``. Damped phase correlation with the peak refined to 1/``upsample`` px (Guizar-Sicairos 2008).
+
+    ``moving`` may be a stack (..., Ny, Nx): then the shifts are (..., 2), from one batched transform.
+    """
+    moving = np.asarray(moving)
+    cross = sfft.fft2(reference, workers=-1) * np.conj(sfft.fft2(moving, workers=-1))
     # Phase correlation, whitening damped by 1 % of the peak modulus: full whitening amplifies the
     # frequencies that carry no signal and biases the sub-pixel peak by ~0.1 px.
-    cross /= np.abs(cross) + 0.01 * np.abs(cross).max()
-    corr = np.abs(sfft.ifft2(cross))
+    cross /= np.abs(cross) + 0.01 * np.abs(cross).max(axis=(-2, -1), keepdims=True)
+    corr = np.abs(sfft.ifft2(cross, workers=-1))
+    flat_cross = cross.reshape((-1,) + cross.shape[-2:])
+    peaks = np.array([_refined_peak(c, k, upsample) for c, k in zip(corr.reshape(flat_cross.shape), flat_cross)])
+    return peaks.reshape(moving.shape[:-2] + (2,))
+
+
+def _refined_peak(corr, cross, upsample):
     shape = np.array(corr.shape)
     peak = np.array(np.unravel_index(np.argmax(corr), corr.shape), dtype=float)
     peak[peak > shape // 2] -= shape[peak > shape // 2]
@@ -380,12 +390,17 @@ def phase_correlation_shift(reference, moving, upsample=20):
 
 
 def fourier_shift(images, shift):
-    """Shift (..., Ny, Nx) images by ``shift`` (dy, dx) pixels (periodic, band-limited interpolation)."""
+    """Shift (..., Ny, Nx) images by ``shift`` (dy, dx) pixels (periodic, band-limited interpolation).
+
+    ``shift`` (2,) moves every image alike; (..., 2) gives each image of the stack its own shift.
+    """
+    images = np.asarray(images)
+    shift = np.asarray(shift, dtype=float)
     ny, nx = images.shape[-2:]
     fy = sfft.fftfreq(ny)[:, None]
     fx = sfft.fftfreq(nx)[None, :]
-    ramp = np.exp(-2j * np.pi * (fy * shift[0] + fx * shift[1]))
-    shifted = sfft.ifft2(sfft.fft2(images) * ramp)
+    ramp = np.exp(-2j * np.pi * (fy * shift[..., 0, None, None] + fx * shift[..., 1, None, None]))
+    shifted = sfft.ifft2(sfft.fft2(images, workers=-1) * ramp, workers=-1)
     return shifted if np.iscomplexobj(images) else shifted.real
 
 
@@ -397,6 +412,6 @@ def register_stack(obj, upsample=20, reference=0):
     # |phase| referenced to the border is ~0 around the particle, so the periodic correlation sees no
     # edge discontinuity and needs no taper (a taper would bias sub-pixel shifts).
     phase = np.abs(phase_stack(obj))
-    shifts = np.array([phase_correlation_shift(phase[reference], p, upsample) for p in phase])
-    registered = np.stack([fourier_shift(o, s) for o, s in zip(obj, shifts)])
+    shifts = phase_correlation_shift(phase[reference], phase, upsample)
+    registered = fourier_shift(obj, shifts)
     return registered.astype(np.complex64), shifts

@@ -111,9 +111,14 @@ def test_particle_mask_excludes_opposite_signed_halo(sign):
 def test_registration_recovers_subpixel_shift():
     obj, *_ = _disk_stack(n_energies=3)
     shift = np.array([[0.0, 0.0], [0.37, -1.21], [-2.64, 0.58]])
-    moved = np.stack([spectra.fourier_shift(o, s) for o, s in zip(obj, shift)])
+    moved = spectra.fourier_shift(obj, shift)  # one shift per image of the stack
+    # The same as shifting image by image.
+    np.testing.assert_allclose(moved[2], spectra.fourier_shift(obj[2], shift[2]), atol=1e-12)
     registered, found = spectra.register_stack(moved, upsample=50)
     np.testing.assert_allclose(found, -shift, atol=0.05)
+    images = np.abs(moved)
+    batched = spectra.phase_correlation_shift(images[0], images, 50)
+    np.testing.assert_array_equal(batched[2], spectra.phase_correlation_shift(images[0], images[2], 50))
     assert np.abs(registered - obj).max() < 0.05 * np.abs(obj).max()
 
 
