@@ -35,6 +35,7 @@ from .model import (OBJECT_MODELS, FrameGeometry, LogObjectStack, Probe, Reconst
 from .physics import wavelength
 from .preconditioning import damped, scale_by_curvature
 from .propagation import intensity
+from .sampling import fourier_translate
 from .sharding import to_host
 
 # Extra common-grid pixels around the scanned area, so refined positions can move without
@@ -424,7 +425,7 @@ def register_energies(params: Reconstruction, scanned, band_px: int, upsample: i
     energies stayed misregistered by 9 nm RMS (a third of a pixel), up to 19 nm at the Mn edge's ends.
     Only for the log-object parametrisation, whose leaves are images; others are returned unchanged.
     """
-    from .spectra import fourier_shift, phase_correlation_shift
+    from .spectra import phase_correlation_shift
 
     if not isinstance(params.object, LogObjectStack):
         return params
@@ -434,13 +435,19 @@ def register_energies(params: Reconstruction, scanned, band_px: int, upsample: i
     reference = lit_phase.mean(axis=0)
     shifts = phase_correlation_shift(reference, lit_phase, upsample)
     shifts -= shifts.mean(axis=0)  # a common translation of all energies is not an ambiguity to remove
-    log_amplitude = fourier_shift(to_host(params.object.log_amplitude), shifts)
-    phase_all = fourier_shift(phase, shifts)
+    # The translation itself on the device: its FFTs are 4x faster than scipy's on 2 CPU cores for the
+    # small preset's prime-sized 281^2 grid, and the object stays where it is.
+    device_shifts = jnp.asarray(shifts, jnp.float32)
+    obj = LogObjectStack(*(_translate(image, device_shifts) for image in (params.object.log_amplitude, params.object.phase)))
     positions = params.positions
     # Shifting the object by +s moves its features to r + s; the beam must follow: drift + s.
     positions = ScanPositions(positions.nominal, jnp.asarray(to_host(positions.drift) + shifts, positions.drift.dtype), positions.jitter)
-    obj = LogObjectStack(jnp.asarray(log_amplitude, jnp.float32), jnp.asarray(phase_all, jnp.float32))
     return eqx.tree_at(lambda p: (p.object, p.positions), params, (obj, positions))
+
+
+@jax.jit
+def _translate(images, shifts):
+    return jnp.real(fourier_translate(images, shifts)).astype(images.dtype)
 
 
 # Fewest pixels of the outer band for fitting a phase plane (3 unknowns) through it.

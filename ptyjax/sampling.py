@@ -182,17 +182,18 @@ def extract_patches(objects, centres, geometry: FrameGeometry):
     return fourier_translate(wide, -rests)[..., margin:-margin, margin:-margin]
 
 
-def shift_ramp(shifts, n: int):
-    """Fourier phase ramps (..., N, N) that translate an N x N image by ``shifts`` (..., 2) pixels."""
-    q = jnp.fft.fftfreq(n)
-    phase = q[:, None] * shifts[..., 0, None, None] + q[None, :] * shifts[..., 1, None, None]
+def shift_ramp(shifts, shape):
+    """Fourier phase ramps (..., Ny, Nx) that translate an image of ``shape`` (Ny, Nx), or N x N for
+    an int, by ``shifts`` (..., 2) pixels."""
+    n_y, n_x = (shape, shape) if isinstance(shape, int) else shape
+    phase = jnp.fft.fftfreq(n_y)[:, None] * shifts[..., 0, None, None] + jnp.fft.fftfreq(n_x)[None, :] * shifts[..., 1, None, None]
     return jnp.exp(-2j * jnp.pi * phase)
 
 
 def fourier_translate(images, shifts):
-    """``images`` (..., N, N) translated by ``shifts`` (..., 2) pixels (y, x): periodic, exact for
+    """``images`` (..., Ny, Nx) translated by ``shifts`` (..., 2) pixels (y, x): periodic, exact for
     band-limited images. ``shifts``' leading axes broadcast against the images'."""
-    return jnp.fft.ifft2(jnp.fft.fft2(images) * shift_ramp(shifts, images.shape[-1]))
+    return jnp.fft.ifft2(jnp.fft.fft2(images) * shift_ramp(shifts, images.shape[-2:]))
 
 
 # --- exact: per-frame Lanczos matrices ------------------------------------------------------------
