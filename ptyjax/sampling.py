@@ -186,7 +186,8 @@ def shift_ramp(shifts, shape):
     """Fourier phase ramps (..., Ny, Nx) that translate an image of ``shape`` (Ny, Nx), or N x N for
     an int, by ``shifts`` (..., 2) pixels."""
     n_y, n_x = (shape, shape) if isinstance(shape, int) else shape
-    phase = jnp.fft.fftfreq(n_y)[:, None] * shifts[..., 0, None, None] + jnp.fft.fftfreq(n_x)[None, :] * shifts[..., 1, None, None]
+    q_y, q_x = jnp.fft.fftfreq(n_y)[:, None], jnp.fft.fftfreq(n_x)[None, :]
+    phase = q_y * shifts[..., 0, None, None] + q_x * shifts[..., 1, None, None]
     return jnp.exp(-2j * jnp.pi * phase)
 
 
