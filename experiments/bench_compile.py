@@ -3,7 +3,7 @@
 On an H200 the step's compilation went from 2.2 s (commit 3aa42dd) to 12.8 s (9107a02) while on the CPU
 it went from 2.2 to 3.3 s (``experiments/results/gpu_compile_h200.md``). This script lowers and compiles
 each piece of the step on its own (the forward model, the objective with its gradient, the
-preconditioner's curvature with and without the position curvature, the optimizer update) and the
+preconditioner's curvature and the position curvature, the optimizer update) and the
 whole step, and prints the seconds of lowering and of compilation for each, on the default device.
 
     python experiments/bench_compile.py                       # 6 x 50 x 64^2 (bench_gpu.py --small's size)
@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_common import synthetic_problem  # noqa: E402
 
 from ptyjax import fit  # noqa: E402
-from ptyjax.model import amplitude_position_derivatives, illumination  # noqa: E402
+from ptyjax.model import illumination  # noqa: E402
 from ptyjax.propagation import intensity  # noqa: E402
 
 
@@ -43,7 +43,9 @@ def pieces(problem, config):
     weight = problem.pixel_weight * point_weight[..., None, None]
     patches, waves = engine.predict(params, idx)
     grads = jax.grad(lambda p: engine.objective(p, frames, weight, idx)[0])(params)
-    curvature = engine.curvature(params, frames, weight, idx, patches, waves)
+    h_point = engine.position_curvature(params, frames, weight, patches, waves)
+    curvature = engine.curvature(params, frames, weight, idx, patches, h_point)
+    cache = jnp.ones(problem.point_valid.shape + (2,), jnp.float32)
     valid = jnp.asarray(problem.point_valid)
     one = jnp.float32(1.0)
     return {
@@ -51,16 +53,12 @@ def pieces(problem, config):
         "objective value": (lambda p, s: engine.objective(p, frames, weight, idx, s)[0], (params, one)),
         "objective value and gradient": (jax.value_and_grad(lambda p, s: engine.objective(p, frames, weight, idx, s)[0]), (params, one)),
         "illumination (object curvature)": (lambda p: illumination(p, engine.geometry, idx, engine.context.object_shape), (params,)),
-        "position curvature (amplitude derivatives)": (
-            lambda p, pa, w: amplitude_position_derivatives(p, pa, engine.geometry.scale, w), (params, patches, waves)),
-        "curvature, positions skipped": (
-            lambda p, pa, w: engine.curvature(p, frames, weight, idx, pa, w, one, jnp.float32(0.0)), (params, patches, waves)),
-        "curvature, both branches": (
-            lambda p, pa, w, s: engine.curvature(p, frames, weight, idx, pa, w, one, s), (params, patches, waves, one)),
+        "position curvature": (lambda p, pa, w: engine.position_curvature(p, frames, weight, pa, w), (params, patches, waves)),
+        "curvature of object and probe": (lambda p, pa, h: engine.curvature(p, frames, weight, idx, pa, h), (params, patches, h_point)),
         "optimizer update": (lambda g, st, p, c: optimizer.update(g, st, p, curvature=c), (grads, opt_state, params, curvature)),
         "whole step": (
-            lambda p, st, fr, i, w, s: fit._step(engine, optimizer, p, st, fr, problem.pixel_weight, valid, i, w, one, s, s),
-            (params, opt_state, frames, idx, point_weight, one)),
+            lambda p, st, c, fr, i, w, m: fit._step(engine, optimizer, p, st, c, fr, problem.pixel_weight, valid, i, w, one, one, m),
+            (params, opt_state, cache, frames, idx, point_weight, jnp.int32(fit.POSITIONS_FRESH))),
     }
 
 

@@ -51,7 +51,8 @@ class FitConfig:
     step. ``register_every``: epochs between registrations of the energies to each other (moving
     each energy's object translation into its drift; 0 = never). ``position_step`` is the fraction of
     the Gauss-Newton step taken for drift and jitter, each move capped at ``position_max_move``
-    common-grid pixels per step. ``priors`` maps a registered prior name to its options (``weight``
+    common-grid pixels per step; each point's position curvature is recomputed every
+    ``position_curvature_every`` epochs and cached in between. ``priors`` maps a registered prior name to its options (``weight``
     and the rest); they act from epoch ``prior_start_epoch``. ``sampling``: how frames see the
     common-grid object, "exact", "native-grid" or "auto" (:mod:`ptyjax.sampling`).
     """
@@ -74,6 +75,9 @@ class FitConfig:
     position_step: float = 0.15
     position_max_move: float = 0.25
     position_start_epoch: int = 5
+    # Each point's position curvature changes slowly once the object has formed, and costs a sixth of
+    # a step (two more far-field transforms per frame): it is refreshed every this many epochs.
+    position_curvature_every: int = 5
     illumination_floor: float = 0.1
     defocus_m: float | None = None
     defocus_trial_epochs: int = 6
@@ -310,30 +314,34 @@ class Engine(eqx.Module):
         )
         return data + prior, (data, prior, jax.lax.stop_gradient((patches, waves)))
 
-    def curvature(self, params, frames, weight, indices, patches, waves=None, prior_scale=1.0, position_scale=1.0):
+    def photons(self, frames, weight):
+        """The batch's photons over the loss' curvature per unit |exit wave|^2: the data term's scale."""
+        return jnp.maximum(jnp.sum(weight * frames), 1.0) / losses.get(self.loss_name).curvature
+
+    def position_curvature(self, params, frames, weight, patches, waves=None):
+        """Gauss-Newton diagonal (E, B, 2) of the data term for each frame's position (y, x).
+
+        ``sum w (d sqrt(I) / dr)^2`` per point and direction. The exit-wave bound ``sum |P|^2 |dO/dr|^2``
+        (like the object's) was 3-90x larger on the small preset (median 12x), so position steps were
+        that much too short. ``patches``, ``waves``: those of the forward pass.
+        """
+        photons = self.photons(frames, weight)
+        derivatives = amplitude_position_derivatives(params, patches, self.geometry.scale, waves)
+        return jnp.stack([jnp.sum(weight * d**2, axis=(-2, -1)) / photons for d in derivatives], axis=-1)
+
+    def curvature(self, params, frames, weight, indices, patches, h_point, prior_scale=1.0):
         """Diagonal curvature pytree (same structure as ``params``) for the preconditioner.
 
-        ``patches``, ``waves``: the object patches with sub-pixel rests, and the far-field waves, of
-        the forward pass (reused, not recomputed). ``position_scale``: 0 while positions are not
-        refined; their curvature (two more far-field transforms per frame) is then skipped and set to 1.
+        ``patches``: the object patches with sub-pixel rests of the forward pass (reused, not
+        recomputed). ``h_point`` (E, B, 2): the frames' position curvature
+        (:meth:`position_curvature`, or a cached or placeholder value while positions are fixed).
         """
-        loss_curvature = losses.get(self.loss_name).curvature
-        photons = jnp.maximum(jnp.sum(weight * frames), 1.0) / loss_curvature
+        photons = self.photons(frames, weight)
         illum = illumination(params, self.geometry, indices, self.context.object_shape) / photons
         h_object = damped(illum, self.floor) + prior_scale * self.prior_curvature
         point_weight = jnp.max(weight, axis=(-2, -1))  # (E, B): 0 for padding frames
         object_intensity = jnp.sum(point_weight[..., None, None] * jnp.abs(patches[0]) ** 2, axis=1) / photons
         h_probe = damped(object_intensity, self.floor)[:, None]
-        # Positions: the Gauss-Newton diagonal of the data term itself, sum w (d sqrt(I) / dr)^2 per
-        # point and direction. The exit-wave bound sum |P|^2 |dO/dr|^2 (like the object's) was 3-90x
-        # larger on the small preset (median 12x), so position steps were that much too short.
-        def position_curvature(_):
-            derivatives = amplitude_position_derivatives(params, patches, self.geometry.scale, waves)
-            return jnp.stack([jnp.sum(weight * d**2, axis=(-2, -1)) / photons for d in derivatives], axis=-1)  # (E, B, 2)
-
-        h_point = jax.lax.cond(
-            position_scale > 0, position_curvature, lambda _: jnp.ones(indices.shape + (2,), jnp.float32), None
-        )
         floor = self.floor * jnp.max(h_point) + 1e-30
         h_jitter = jnp.full(params.positions.jitter.shape, floor).at[jnp.arange(indices.shape[0])[:, None], indices].add(h_point)
         h_drift = jnp.sum(h_point, axis=1) + floor
@@ -351,18 +359,42 @@ def gather_frames(frames_all, indices):
 
 
 @eqx.filter_jit
-def _step(engine: Engine, optimizer, params, opt_state, frames, pixel_weight, point_valid, indices, point_weight, step_scale,
-          prior_scale, position_scale):
+def _step(engine: Engine, optimizer, params, opt_state, point_curvature, frames, pixel_weight, point_valid, indices,
+          point_weight, step_scale, prior_scale, position_mode):
+    """One minibatch step. ``point_curvature`` (E, P, 2): every point's cached position curvature,
+    returned updated; ``position_mode``: ``POSITIONS_FIXED``, ``POSITIONS_CACHED`` or ``POSITIONS_FRESH``."""
     weight = pixel_weight * point_weight[..., None, None]
     objective = eqx.filter_value_and_grad(engine.objective, has_aux=True)
     (value, (data, prior, (patches, waves))), grads = objective(params, frames, weight, indices, prior_scale)
-    curvature = engine.curvature(jax.lax.stop_gradient(params), frames, weight, indices, patches, waves, prior_scale,
-                                 position_scale)
+    fixed = jax.lax.stop_gradient(params)
+    energy = jnp.arange(indices.shape[0])[:, None]
+    cached = point_curvature[energy, indices]
+    h_point = jax.lax.switch(position_mode, [
+        lambda: jnp.ones_like(cached),  # a placeholder: positions take no step
+        lambda: cached,
+        lambda: engine.position_curvature(fixed, frames, weight, patches, waves),
+    ])
+    # Padding frames repeat a real point with weight 0: sent out of bounds, they leave its entry alone.
+    stored = jnp.where(point_weight > 0, indices, point_curvature.shape[1])
+    point_curvature = point_curvature.at[energy, stored].set(h_point, mode="drop")
+    curvature = engine.curvature(fixed, frames, weight, indices, patches, h_point, prior_scale)
     updates, opt_state = optimizer.update(grads, opt_state, params, curvature=curvature)
     updates = jax.tree.map(lambda u: step_scale * u, updates)
     params = eqx.apply_updates(params, updates)
     params = eqx.tree_at(lambda p: p.positions, params, params.positions.canonical(point_valid))
-    return params, opt_state, data, prior
+    return params, opt_state, point_curvature, data, prior
+
+
+# Position curvature in a step (``position_mode``): not needed, the cached value, or computed afresh.
+POSITIONS_FIXED, POSITIONS_CACHED, POSITIONS_FRESH = 0, 1, 2
+
+
+def position_mode(config: FitConfig, epoch: int) -> int:
+    """How the steps of ``epoch`` get the position curvature (refreshed every ``position_curvature_every``)."""
+    if not config.refine_positions or epoch < config.position_start_epoch:
+        return POSITIONS_FIXED
+    fresh = (epoch - config.position_start_epoch) % max(config.position_curvature_every, 1) == 0
+    return POSITIONS_FRESH if fresh else POSITIONS_CACHED
 
 
 def epoch_batches(point_valid: np.ndarray, batch_size: int, seed: int, epoch: int):
@@ -521,10 +553,14 @@ def _save_checkpoint(path: Path, state: dict, tree):
 
 
 def _load_checkpoint(path: Path, template):
-    with open(path, "rb") as f:
-        size = int.from_bytes(f.read(8), "little")
-        state = json.loads(f.read(size))
-        tree = eqx.tree_deserialise_leaves(f, template)
+    try:
+        with open(path, "rb") as f:
+            size = int.from_bytes(f.read(8), "little")
+            state = json.loads(f.read(size))
+            tree = eqx.tree_deserialise_leaves(f, template)
+    except (ValueError, OSError, EOFError) as error:
+        raise PtyjaxError(f"{path}: not a checkpoint of this run (another problem, configuration or ptyjax version: "
+                          f"{error}); delete it, or run without resuming") from None
     return state, tree
 
 
@@ -542,10 +578,11 @@ def run_fit(problem: Problem, config: FitConfig, params: Reconstruction | None =
     if params is None:
         params = initial_params(problem, config, defocus_m=0.0 if defocus_m is None else defocus_m)
     opt_state = optimizer.init(params)
+    point_curvature = jnp.ones(problem.point_valid.shape + (2,), jnp.float32)
     history, times, start_epoch, step_scale = [], [], 0, 1.0
     checkpoint = Path(checkpoint) if checkpoint else None
     if resume and checkpoint is not None and checkpoint.exists():
-        state, (params, opt_state) = _load_checkpoint(checkpoint, (params, opt_state))
+        state, (params, opt_state, point_curvature) = _load_checkpoint(checkpoint, (params, opt_state, point_curvature))
         history, times, start_epoch, step_scale = state["history"], state["times"], state["epoch"], state["step_scale"]
     place, place_tree = jnp.asarray, (lambda tree: tree)
     if mesh is not None:
@@ -554,7 +591,8 @@ def run_fit(problem: Problem, config: FitConfig, params: Reconstruction | None =
         from . import sharding
 
         problem = sharding.shard_problem(problem, mesh)
-        params, opt_state = sharding.shard_energy_tree((params, opt_state), mesh, problem.n_energies)
+        params, opt_state, point_curvature = sharding.shard_energy_tree((params, opt_state, point_curvature), mesh,
+                                                                        problem.n_energies)
         place = partial(sharding.put_energy_sharded, mesh=mesh)
         # Host-side updates (registration) return unsharded arrays: put them back on the mesh.
         place_tree = partial(sharding.shard_energy_tree, mesh=mesh, n_energies=problem.n_energies)
@@ -563,7 +601,7 @@ def run_fit(problem: Problem, config: FitConfig, params: Reconstruction | None =
     # A streamed frame source reads the next minibatch in the background during each step.
     prefetch = getattr(problem.frames, "prefetch", None)
     bar = tqdm(total=config.epochs, initial=start_epoch, disable=not progress, desc="reconstruct", unit="epoch")
-    good = (params, opt_state)
+    good = (params, opt_state, point_curvature)
     epoch = start_epoch
     with _Stopper() as stopper:
         while epoch < config.epochs:
@@ -576,20 +614,19 @@ def run_fit(problem: Problem, config: FitConfig, params: Reconstruction | None =
                     prefetch(indices[b + 1])
                 elif prefetch is not None and epoch + 1 < config.epochs:
                     prefetch(epoch_batches(problem.point_valid, config.batch_size, config.seed, epoch + 1)[0][0])
-                params, opt_state, data, prior = _step(
-                    engine, optimizer, params, opt_state, frames, pixel_weight, point_valid,
+                params, opt_state, point_curvature, data, prior = _step(
+                    engine, optimizer, params, opt_state, point_curvature, frames, pixel_weight, point_valid,
                     place(indices[b]), place(weights[b]), jnp.float32(step_scale),
-                    jnp.float32(epoch >= config.prior_start_epoch),
-                    jnp.float32(config.refine_positions and epoch >= config.position_start_epoch),
+                    jnp.float32(epoch >= config.prior_start_epoch), jnp.int32(position_mode(config, epoch)),
                 )
                 total += data + prior
                 if stopper.requested is not None:
                     break
             if stopper.requested is not None:
                 # The interrupted epoch is not counted: resuming repeats it from its start.
-                params, opt_state = good
+                params, opt_state, point_curvature = good
                 if checkpoint is not None:
-                    _save_checkpoint(checkpoint, dict(epoch=epoch, history=history, times=times, step_scale=step_scale), (params, opt_state))
+                    _save_checkpoint(checkpoint, dict(epoch=epoch, history=history, times=times, step_scale=step_scale), good)
                 raise KeyboardInterrupt(f"stopped by signal {stopper.requested} at epoch {epoch}")
             params = centre_probe(params, problem.geometry.scale)
             if config.refine_positions and config.register_every and epoch + 1 >= config.position_start_epoch \
@@ -598,23 +635,24 @@ def run_fit(problem: Problem, config: FitConfig, params: Reconstruction | None =
             value = float(total) / indices.shape[0]
             if not np.isfinite(value):
                 # Roll back to the last good state and retry the same epoch with half the step.
-                params, opt_state = good
+                params, opt_state, point_curvature = good
                 step_scale *= 0.5
                 if step_scale < 1e-3:
                     raise PtyjaxError("the loss stays non-finite even with 1/1000 of the step size; check the data and steps")
                 bar.write(f"epoch {epoch}: non-finite loss, rolled back and halved the step (scale {step_scale:g})")
                 continue
-            good = (params, opt_state)
+            good = (params, opt_state, point_curvature)
             history.append(value)
             times.append(time.perf_counter() - t0)
             epoch += 1
             bar.update(1)
             bar.set_postfix(loss=f"{value:.4g}", epoch_s=f"{times[-1]:.2f}")
             if checkpoint is not None and config.checkpoint_every and epoch % config.checkpoint_every == 0:
-                _save_checkpoint(checkpoint, dict(epoch=epoch, history=history, times=times, step_scale=step_scale), (params, opt_state))
+                _save_checkpoint(checkpoint, dict(epoch=epoch, history=history, times=times, step_scale=step_scale), good)
     bar.close()
     if checkpoint is not None:
-        _save_checkpoint(checkpoint, dict(epoch=config.epochs, history=history, times=times, step_scale=step_scale), (params, opt_state))
+        _save_checkpoint(checkpoint, dict(epoch=config.epochs, history=history, times=times, step_scale=step_scale),
+                         (params, opt_state, point_curvature))
     return FitResult(params, problem, config, history, times, defocus_m=None if defocus_m is None else np.asarray(defocus_m))
 
 

@@ -57,6 +57,7 @@ _RECONSTRUCT_HELP = {
     "position_step": "fraction of the Gauss-Newton step for positions",
     "position_max_move": "largest position move per step, common-grid pixels",
     "position_start_epoch": "epoch at which position refinement starts",
+    "position_curvature_every": "epochs between refreshes of each point's position curvature (1: every step)",
     "illumination_floor": "preconditioner floor, fraction of the maximum illumination",
     "defocus_m": "starting probe defocus in m (unset: estimated from the data)",
     "defocus_trial_epochs": "epochs of each defocus trial",

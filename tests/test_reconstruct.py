@@ -5,6 +5,7 @@ import subprocess
 import sys
 import time
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -198,28 +199,41 @@ def test_priors_act_from_prior_start_epoch(tiny):
     assert np.abs(phase(priors=strong, prior_start_epoch=1) - free).max() > 1e-3
 
 
-def test_position_curvature_is_skipped_while_positions_are_fixed(tiny):
-    """Before ``position_start_epoch`` the step skips the position curvature and moves nothing differently."""
+def test_position_curvature_fixed_cached_and_fresh(tiny):
+    """The step's position curvature: nothing moves differently while positions are fixed, a fresh
+    value is stored for the batch's points, and a cached one gives the same step as the fresh one."""
     data, _ = tiny
     problem = fit.prepare(Dataset.open(data))
-    config = fit.FitConfig()
+    config = fit.FitConfig(position_start_epoch=0)
     engine = fit.Engine.create(problem, config)
     indices, weights = fit.epoch_batches(problem.point_valid, config.batch_size, config.seed, 0)
     optimizer = fit.make_optimizer(config, indices.shape[0])
     params = fit.initial_params(problem, config)
+    # A textured object: the flat starting one has no position derivative at all.
+    texture = 0.3 * np.random.default_rng(0).standard_normal(params.object.phase.shape)
+    params = eqx.tree_at(lambda p: p.object.phase, params, jnp.asarray(texture, jnp.float32))
     opt_state = optimizer.init(params)
+    ones = jnp.ones(problem.point_valid.shape + (2,), jnp.float32)
 
-    def step(position_scale):
-        return fit._step(engine, optimizer, params, opt_state, problem.batch_frames(indices[0]), problem.pixel_weight,
+    def step(cache, mode, state=opt_state):
+        return fit._step(engine, optimizer, params, state, cache, problem.batch_frames(indices[0]), problem.pixel_weight,
                          jnp.asarray(problem.point_valid), jnp.asarray(indices[0]), jnp.asarray(weights[0]),
-                         jnp.float32(1.0), jnp.float32(1.0), jnp.float32(position_scale))
+                         jnp.float32(1.0), jnp.float32(1.0), jnp.int32(mode))
 
-    computed, skipped = step(1.0), step(0.0)
-    for a, b in zip(jax.tree.leaves(computed), jax.tree.leaves(skipped)):
+    fresh = step(ones, fit.POSITIONS_FRESH)
+    cache = np.asarray(fresh[2])
+    batch = np.zeros(problem.point_valid.shape, bool)
+    batch[np.arange(indices.shape[1])[:, None], indices[0]] = True
+    assert np.all(cache[batch] > 0) and np.all(cache[batch] != 1.0) and np.all(cache[~batch] == 1.0)
+    # Taking the stored value gives the very same step.
+    for a, b in zip(jax.tree.leaves(fresh), jax.tree.leaves(step(fresh[2], fit.POSITIONS_CACHED))):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
-    # The curvature itself does differ: the skipped one is a placeholder.
-    weight = problem.pixel_weight * jnp.asarray(weights[0])[..., None, None]
-    frames, idx = problem.batch_frames(indices[0]), jnp.asarray(indices[0])
-    _, (_, _, (patches, waves)) = engine.objective(params, frames, weight, idx)
-    on, off = (engine.curvature(params, frames, weight, idx, patches, waves, 1.0, s).positions.drift for s in (1.0, 0.0))
-    assert np.all(np.isfinite(np.asarray(off))) and not np.allclose(np.asarray(on), np.asarray(off))
+    # Positions fixed: the placeholder changes nothing else, while the positions' step is still 0.
+    late = fit.FitConfig(position_start_epoch=5)
+    optimizer = fit.make_optimizer(late, indices.shape[0])
+    state = optimizer.init(params)
+    skipped, computed = step(ones, fit.POSITIONS_FIXED, state), step(ones, fit.POSITIONS_FRESH, state)
+    for a, b in zip(jax.tree.leaves(skipped[:2]), jax.tree.leaves(computed[:2])):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    assert [fit.position_mode(late, e) for e in (0, 4, 5, 6, 9, 10)] == [fit.POSITIONS_FIXED] * 2 + [
+        fit.POSITIONS_FRESH, fit.POSITIONS_CACHED, fit.POSITIONS_CACHED, fit.POSITIONS_FRESH]
