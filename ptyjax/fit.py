@@ -558,7 +558,7 @@ def _load_checkpoint(path: Path, template):
             size = int.from_bytes(f.read(8), "little")
             state = json.loads(f.read(size))
             tree = eqx.tree_deserialise_leaves(f, template)
-    except (ValueError, OSError, EOFError) as error:
+    except Exception as error:  # equinox raises its own error types for a tree that does not match
         raise PtyjaxError(f"{path}: not a checkpoint of this run (another problem, configuration or ptyjax version: "
                           f"{error}); delete it, or run without resuming") from None
     return state, tree

@@ -125,6 +125,17 @@ def test_killed_run_resumes_to_the_same_result(tiny, tmp_path):
     assert np.linalg.norm(a - b) / np.linalg.norm(a) < 1e-4
 
 
+def test_resuming_from_a_foreign_checkpoint_names_the_file(tiny, tmp_path):
+    data, _ = tiny
+    problem = fit.prepare(Dataset.open(data))
+    config = fit.FitConfig(epochs=1, checkpoint_every=1, batch_size=18)
+    fit.run_fit(problem, config, checkpoint=tmp_path / "run.ckpt", progress=False, defocus_m=2.7e-4)
+    content = (tmp_path / "run.ckpt").read_bytes()
+    (tmp_path / "cut.ckpt").write_bytes(content[: len(content) // 2])  # e.g. from another version or problem
+    with pytest.raises(PtyjaxError, match="cut.ckpt: not a checkpoint of this run"):
+        fit.run_fit(problem, config, checkpoint=tmp_path / "cut.ckpt", resume=True, progress=False, defocus_m=2.7e-4)
+
+
 def test_recipes_and_python_api(tiny):
     data, truth = tiny
     assert {"independent", "joint-smooth"} <= set(recipes.available())
