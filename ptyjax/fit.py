@@ -52,9 +52,10 @@ class FitConfig:
     each energy's object translation into its drift; 0 = never). ``position_step`` is the fraction of
     the Gauss-Newton step taken for drift and jitter, each move capped at ``position_max_move``
     common-grid pixels per step; each point's position curvature is recomputed every
-    ``position_curvature_every`` epochs and cached in between. ``priors`` maps a registered prior name to its options (``weight``
-    and the rest); they act from epoch ``prior_start_epoch``. ``sampling``: how frames see the
-    common-grid object, "exact", "native-grid" or "auto" (:mod:`ptyjax.sampling`).
+    ``position_curvature_every`` epochs and cached in between. ``priors`` maps a registered prior
+    name to its options (``weight`` and the rest); they act from epoch ``prior_start_epoch``.
+    ``sampling``: how frames see the common-grid object, "exact", "native-grid" or "auto"
+    (:mod:`ptyjax.sampling`).
     """
 
     epochs: int = 40
@@ -651,8 +652,7 @@ def run_fit(problem: Problem, config: FitConfig, params: Reconstruction | None =
                 _save_checkpoint(checkpoint, dict(epoch=epoch, history=history, times=times, step_scale=step_scale), good)
     bar.close()
     if checkpoint is not None:
-        _save_checkpoint(checkpoint, dict(epoch=config.epochs, history=history, times=times, step_scale=step_scale),
-                         (params, opt_state, point_curvature))
+        _save_checkpoint(checkpoint, dict(epoch=config.epochs, history=history, times=times, step_scale=step_scale), good)
     return FitResult(params, problem, config, history, times, defocus_m=None if defocus_m is None else np.asarray(defocus_m))
 
 
