@@ -9,6 +9,10 @@ whole step, and prints the seconds of lowering and of compilation for each, on t
     python experiments/bench_compile.py                       # 6 x 50 x 64^2 (bench_gpu.py --small's size)
     python experiments/bench_compile.py --energies 30 --positions 100 --frame 64
     XLA_FLAGS=--xla_gpu_autotune_level=0 python experiments/bench_compile.py   # without GPU autotuning
+    PTYJAX_SYSTEM_MALLOC=0 python experiments/bench_compile.py   # ptyjax.hostmemory's settings forced on
+
+On the CPU the increase came from ``ptyjax.hostmemory``'s one-arena malloc (bisected; see the update in
+``gpu_compile_h200.md``), which is now applied on CPU runs only.
 
 Nothing is cached between pieces: each is compiled from scratch (JAX's persistent cache is not used).
 """

@@ -8,17 +8,26 @@ on the ``small`` preset ~70 000 page faults and a third of the step's time in th
 arena, no ``mmap`` and a high trim threshold, freed blocks stay in the heap and the next step
 reuses them: epochs ran 1.4-1.6x faster (``experiments/bench_epoch.py``). The cost: freed blocks
 stay in the (fragmenting) heap, so peak host memory can be higher, by 0-20 % in that benchmark, and
-XLA's compiler threads share one arena, so compilation takes ~10 % longer (2.9-3.2 -> 3.3-3.4 s
-for the small preset's step).
+XLA's compiler threads share one arena, so compilation takes longer: the tiny preset's step
+2.5-2.6 s with the system allocator, 3.3-3.5 s with these settings (2 CPU cores, side by side).
 Settings: glibc ``mallopt`` (``man 3 mallopt``); other C libraries are left alone.
 
-:func:`keep_freed_memory` runs when ``ptyjax`` is imported, which must precede the first JAX
-computation: threads that already hold an arena keep it. Set ``PTYJAX_SYSTEM_MALLOC=1`` to skip it.
+Only a run on the CPU gains: on a GPU the temporaries live in device memory, while the compiler
+(autotuning, many threads) still shares the one arena. The step's GPU compilation went from 2.2 s
+to 12.8 s in the range of commits that brought these settings (``experiments/results/
+gpu_compile_h200.md``), and on the CPU they alone account for that range's compile-time increase.
+So they are applied only when JAX will run on the CPU (:func:`cpu_only`).
+
+:func:`configure_from_environment` runs when ``ptyjax`` is imported, which must precede the first
+JAX computation: threads that already hold an arena keep it. ``PTYJAX_SYSTEM_MALLOC=1`` never
+applies the settings, ``PTYJAX_SYSTEM_MALLOC=0`` always does.
 """
 
 from __future__ import annotations
 
 import ctypes
+import importlib.metadata
+import importlib.util
 import os
 import sys
 
@@ -58,8 +67,33 @@ def keep_freed_memory() -> bool:
     return all(libc.mallopt(_MALLOPT[name], value) == 1 for name, value in settings().items())
 
 
-def configure_from_environment() -> bool:
-    """:func:`keep_freed_memory` unless ``PTYJAX_SYSTEM_MALLOC`` is set to a non-empty value."""
-    if os.environ.get("PTYJAX_SYSTEM_MALLOC"):
-        return False
-    return keep_freed_memory()
+def accelerator_plugin_installed() -> bool:
+    """Whether a JAX accelerator backend is installed: a PJRT plugin (the ``jax_plugins`` namespace
+    package or entry points, e.g. ``jax-cuda12-plugin``) or ``libtpu``. JAX then prefers it to the
+    CPU."""
+    try:
+        plugins = importlib.metadata.entry_points(group="jax_plugins")
+    except Exception:  # broken metadata of some other distribution: fall back to the modules
+        plugins = ()
+    return bool(plugins) or any(importlib.util.find_spec(name) is not None for name in ("jax_plugins", "libtpu"))
+
+
+def cpu_only(environ=os.environ, accelerator_installed=accelerator_plugin_installed) -> bool:
+    """Whether JAX will run on the CPU, decided without starting it: ``JAX_PLATFORMS`` (or the
+    older ``JAX_PLATFORM_NAME``) names ``cpu`` first, or it is unset and no accelerator backend is
+    installed (``accelerator_installed()``)."""
+    platforms = environ.get("JAX_PLATFORMS") or environ.get("JAX_PLATFORM_NAME") or ""
+    first = platforms.split(",")[0].strip().lower()
+    if first:
+        return first == "cpu"
+    return not accelerator_installed()
+
+
+def configure_from_environment(environ=os.environ) -> bool:
+    """:func:`keep_freed_memory` when JAX will run on the CPU (:func:`cpu_only`).
+    ``PTYJAX_SYSTEM_MALLOC=1`` never applies it, ``PTYJAX_SYSTEM_MALLOC=0`` always does. Returns
+    whether the settings were applied."""
+    choice = environ.get("PTYJAX_SYSTEM_MALLOC", "").strip()
+    if choice == "0" or (not choice and cpu_only(environ)):
+        return keep_freed_memory()
+    return False

@@ -29,8 +29,32 @@ def page_faults_per_call(**env):
 @pytest.mark.skipif(hostmemory._glibc() is None, reason="glibc malloc settings only")
 def test_temporaries_are_reused_not_faulted_in_again():
     system = page_faults_per_call(PTYJAX_SYSTEM_MALLOC="1")
-    kept = page_faults_per_call(PTYJAX_SYSTEM_MALLOC="")
+    kept = page_faults_per_call(PTYJAX_SYSTEM_MALLOC="0")
     # The system allocator unmaps the 64 MB temporaries: ~32 000 fresh 4 KiB pages per call. Kept,
     # 0-8 000 remain (measured; which calls still fault depends on where the heap places them).
     assert system > 10_000, system
     assert kept < 0.5 * system, (kept, system)
+
+
+@pytest.mark.parametrize(
+    "environ, accelerator, expected",
+    [
+        ({}, False, True),  # plain CPU install
+        ({}, True, False),  # a CUDA/ROCm/TPU backend is installed: JAX prefers it
+        ({"JAX_PLATFORMS": "cpu"}, True, True),  # CPU asked for explicitly
+        ({"JAX_PLATFORMS": "cuda,cpu"}, False, False),
+        ({"JAX_PLATFORM_NAME": "CPU"}, True, True),  # the older variable, any case
+        ({"JAX_PLATFORMS": " gpu "}, False, False),
+    ],
+)
+def test_cpu_only_follows_jax_platform_choice(environ, accelerator, expected):
+    assert hostmemory.cpu_only(environ, lambda: accelerator) is expected
+
+
+@pytest.mark.skipif(hostmemory._glibc() is None, reason="glibc malloc settings only")
+def test_settings_applied_for_cpu_runs_only_unless_forced():
+    # Re-applying in this process is harmless: importing ptyjax applied the same settings on this CPU.
+    assert hostmemory.configure_from_environment({"JAX_PLATFORMS": "cpu"}) is True
+    assert hostmemory.configure_from_environment({"JAX_PLATFORMS": "cuda"}) is False
+    assert hostmemory.configure_from_environment({"JAX_PLATFORMS": "cuda", "PTYJAX_SYSTEM_MALLOC": "0"}) is True
+    assert hostmemory.configure_from_environment({"JAX_PLATFORMS": "cpu", "PTYJAX_SYSTEM_MALLOC": "1"}) is False
