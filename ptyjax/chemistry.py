@@ -698,7 +698,8 @@ def analyze(results_path, edges=None, e0_method="fit", mask=None, smooth_px=None
     1 px, "none"), so this, ``ptyjax analyze`` and ``ptyjax run`` give the same maps. ``smooth_px="auto"``
     takes the candidate of :func:`ptyjax.pipeline.choose_smoothing` (clustered with ``clustering``
     options) and stores the candidates and their criterion as ``/chemistry`` attributes
-    ``smooth_px_candidates`` and ``smooth_px_entropy``. Returns the dict of :func:`analyze_stack`."""
+    ``smooth_px_candidates`` and ``smooth_px_entropy``. Returns the dict of :func:`analyze_stack`, with
+    ``"auto"`` also the chosen maps' :class:`~ptyjax.cluster.ClusterResult` under ``"clustering"``."""
     from . import results
     from . import spectra as sp
     from .errors import DataError
@@ -734,6 +735,8 @@ def analyze(results_path, edges=None, e0_method="fit", mask=None, smooth_px=None
                                                       field_of_view=field_of_view, **options)
     if choice is not None:
         out["attrs"].update(smooth_px_candidates=list(choice.entropy), smooth_px_entropy=list(choice.entropy.values()))
+        # The chosen maps are already clustered with ``clustering``: the pipeline writes that result.
+        out = {**out, "clustering": choice.groups[choice.smooth_px]}
     config = {"edges": out["attrs"]["edges"], "e0_method": e0_method, "smooth_px": "auto" if choice else float(smooth_px), "denoise": denoise,
               "mask": "automatic" if mask is None else "given", "calibration": json.loads(out["attrs"]["calibration"])}
     results.write_group(results_path, "spectra", out["spectra"], config=config)

@@ -461,7 +461,16 @@ def cluster(results_path, features=None, n_groups=None, k_range=(1, 6), seed=0, 
     if missing:
         raise DataError(results_path, f"/chemistry has no {', '.join(missing)} (available: {', '.join(available)})")
     result = cluster_chemistry(chemistry, features, n_groups, k_range, seed, min_edge_snr, **options)
+    write_clustering(results_path, result, n_groups, k_range, seed, min_edge_snr, **options)
+    return result
 
+
+def write_clustering(results_path, result: ClusterResult, n_groups=None, k_range=(1, 6), seed=0, min_edge_snr=DETECTION_SNR,
+                     **options) -> None:
+    """Write ``result`` (a :class:`ClusterResult` of the ``/chemistry`` maps of ``results_path``) as
+    ``/clustering``, with the options that made it (those of :func:`cluster`) as its configuration.
+    Group-mean spectra ``(K, E)`` are written when ``/spectra`` exists."""
+    features = result.features
     units = [units_of(results_path, f"chemistry/{n}") for n in features]
     cov_units = [[_product_units(a, b) for b in units] for a in units]
     datasets = {
@@ -493,7 +502,6 @@ def cluster(results_path, features=None, n_groups=None, k_range=(1, 6), seed=0, 
     config = {"features": list(features), "n_groups": n_groups, "k_range": list(k_range), "seed": seed, "min_edge_snr": min_edge_snr, **options}
     attrs = {"n_groups": result.n_groups, "criterion": result.criterion, "spatial_strength": result.spatial_strength}
     write_group(results_path, "clustering", datasets, attrs=attrs, config=config)
-    return result
 
 
 def group_mean_spectra(stack, labels, n_groups):

@@ -197,7 +197,7 @@ def run_pipeline(paths, results_path, config: dict | None = None, truth_path=Non
     Returns a summary dict (final loss, groups found, report page).
     """
     from .chemistry import analyze
-    from .cluster import cluster
+    from .cluster import cluster, write_clustering
     from .data import Dataset
     from .fit import reconstruct, save_reconstruction
     from .report import write_report
@@ -218,7 +218,11 @@ def run_pipeline(paths, results_path, config: dict | None = None, truth_path=Non
                   "criterion": c["criterion"], "spatial_strength": strength}
     analysis = analyze(results_path, edges=a["edges"] or None, e0_method=a["e0_method"], smooth_px=a["smooth_px"],
                        denoise=a["denoise"], clustering=clustering)
-    clusters = cluster(results_path, **clustering)
+    if "clustering" in analysis:  # smooth_px "auto" clustered the chosen maps with these options already
+        clusters = analysis["clustering"]
+        write_clustering(results_path, clusters, **{k: v for k, v in clustering.items() if k != "features"})
+    else:
+        clusters = cluster(results_path, **clustering)
     summary = {"results": str(results_path), "final_loss": result.loss_history[-1], "n_groups": clusters.n_groups,
                "smooth_px": analysis["attrs"]["smooth_px"]}
     if config["report"]["enabled"]:

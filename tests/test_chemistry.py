@@ -445,3 +445,25 @@ def test_analyze_cli_smooth_auto_stores_its_choice(tiny_dataset, tmp_path):
     with pytest.raises(SystemExit):
         _cli(["analyze", str(path), "--smooth", "lots"])
     assert _cli(["analyze", str(path), "--smooth", "-1"]) == 2
+
+
+def test_smooth_auto_clustering_is_reused_as_computed(tiny_dataset, tmp_path):
+    """``analyze(smooth_px="auto")`` returns the chosen maps' clustering, which the pipeline writes
+    instead of clustering again: it must equal a fresh ``cluster()`` of the written maps."""
+    import h5py
+
+    from ptyjax.chemistry import analyze
+    from ptyjax.cluster import cluster, write_clustering
+
+    obj, energy, pixel, _ = _noisy_truth_stack(tiny_dataset, 0.01)
+    path = tmp_path / "stack.h5"
+    with h5py.File(path, "w") as f:
+        f["object"], f["energy"], f["pixel_size"] = obj.astype(np.complex64), energy, pixel
+    out = analyze(path, smooth_px="auto", clustering={"seed": 3})
+    write_clustering(path, out["clustering"], seed=3)
+    reused = results.read_group(path, "clustering")
+    fresh = cluster(path, seed=3)
+    np.testing.assert_array_equal(reused["labels"], fresh.labels)
+    np.testing.assert_array_equal(reused["icl"], fresh.icl)
+    assert reused["attrs"]["n_groups"] == fresh.n_groups >= 2
+    assert list(reused["features"]) == list(fresh.features)
