@@ -21,6 +21,15 @@ from .propagation import farfield, intensity
 from .sampling import FrameGeometry, bilinear_shift, extract_patches, footprints, fourier_translate, frame_patches, spread_tiles  # noqa: F401 (extract_patches re-exported)
 
 
+def transmission(log_amplitude, phase):
+    """``exp(a + i phi)`` from real ``a`` (log-amplitude) and ``phi`` (phase, rad) as
+    ``e^a (cos phi + i sin phi)``: one real exponential, where ``jnp.exp`` of a complex number adds
+    two more to guard ``e^a`` against overflow (a log-transmission is far from it). On the whole
+    object stack that guard cost ~5 % of a CPU step."""
+    scale = jnp.exp(log_amplitude)
+    return jax.lax.complex(scale * jnp.cos(phase), scale * jnp.sin(phase))
+
+
 class ObjectStack(eqx.Module):
     """Base class of object parametrisations: calling it gives the complex stack (E, Ny, Nx)."""
 
@@ -58,7 +67,7 @@ class LogObjectStack(ObjectStack):
         return cls(zeros, zeros)
 
     def __call__(self):
-        return jnp.exp(jax.lax.complex(self.log_amplitude, self.phase))
+        return transmission(self.log_amplitude, self.phase)
 
     def log_object(self):
         return jax.lax.complex(self.log_amplitude, self.phase)

@@ -32,7 +32,7 @@ import numpy as np
 
 from . import physics
 from .errors import PtyjaxError
-from .model import ObjectStack, register_object_model
+from .model import ObjectStack, register_object_model, transmission
 
 # Amount unit of the chemical basis: 1e22 formula units per m^2 (Mn in ~0.3 um of LiNi0.5Mn1.5O4,
 # whose Mn density is 3.7e28 m^-3): keeps amounts of order one for micrometre particles.
@@ -72,7 +72,8 @@ class SpectralBasisStack(ObjectStack):
         return jnp.einsum("kyx,ke->eyx", self.maps.astype(jnp.complex64), self.spectra())
 
     def __call__(self):
-        return jnp.exp(self.log_object())
+        log_object = self.log_object()
+        return transmission(jnp.real(log_object), jnp.imag(log_object))
 
     def areal_density(self):
         """Amounts in formula units per m^2 (K, Ny, Nx); requires a physical ``unit``."""

@@ -8,18 +8,41 @@ with zero frequency at pixel ``N // 2`` too (``fftshift``-ed, as in CXI files). 
 from __future__ import annotations
 
 import jax.numpy as jnp
+import numpy as np
+
+
+def centring_phases(n: int, sign: int = -1):
+    """Factors (input, output), each (n,), that replace the shifts around a length-``n`` DFT with
+    exponent sign ``sign`` (-1 forward, +1 inverse): with ``m = n // 2``,
+    ``fftshift(dft(ifftshift(x)))[k] = out_k dft(in * x)[k]``, ``in_j = exp(-sign 2 pi i j m / n)``,
+    ``out_k = exp(-sign 2 pi i m (k - m) / n)``: ``ifftshift`` (a shift by ``m``) multiplies the
+    transform by a phase, and ``fftshift`` of the transform is the transform of ``x`` times a phase.
+    For even ``n`` both are ``(-1)^j`` and ``(-1)^(k - m)``, exact in floating point. Multiplies
+    fuse with their neighbours where the shifts' copies did not (~10 % of a CPU step).
+    """
+    m = n // 2
+    j = np.arange(n)
+    if n % 2 == 0:
+        checker = np.where(j % 2 == 0, 1.0, -1.0).astype(np.float32)
+        return checker, (checker if m % 2 == 0 else -checker)
+    return (np.exp(-sign * 2j * np.pi * j * m / n).astype(np.complex64),
+            np.exp(-sign * 2j * np.pi * m * (j - m) / n).astype(np.complex64))
+
+
+def _centred(transform, wave, sign):
+    """``fftshift(transform(ifftshift(wave)))`` over the last two axes, by phase factors."""
+    (in_y, out_y), (in_x, out_x) = centring_phases(wave.shape[-2], sign), centring_phases(wave.shape[-1], sign)
+    return transform(wave * (in_y[:, None] * in_x[None, :]), norm="ortho") * (out_y[:, None] * out_x[None, :])
 
 
 def farfield(wave):
     """Far-field (Fraunhofer) wave of ``wave`` (..., N, N), zero frequency at the frame centre."""
-    axes = (-2, -1)
-    return jnp.fft.fftshift(jnp.fft.fft2(jnp.fft.ifftshift(wave, axes=axes), norm="ortho"), axes=axes)
+    return _centred(jnp.fft.fft2, wave, -1)
 
 
 def to_sample_plane(farfield_wave):
     """Inverse of :func:`farfield`."""
-    axes = (-2, -1)
-    return jnp.fft.fftshift(jnp.fft.ifft2(jnp.fft.ifftshift(farfield_wave, axes=axes), norm="ortho"), axes=axes)
+    return _centred(jnp.fft.ifft2, farfield_wave, +1)
 
 
 def farfield_intensity(exit_waves, mode_axis=-3):

@@ -156,3 +156,22 @@ def test_reference_edge_energies_and_valence_slope():
     assert physics.EDGE_SHIFT_PER_VALENCE["Mn"] == pytest.approx(4.0)
     assert 1.0 <= physics.EDGE_SHIFT_PER_VALENCE["Ni"] <= 2.0
     assert physics.edge_energy_for_valence("Mn", 3.8) == pytest.approx(6551.2)
+
+
+@pytest.mark.parametrize("shape", [(64, 64), (2, 3, 10, 10), (63, 63), (64, 63), (7, 6)])
+def test_farfield_is_the_centred_unitary_dft(shape):
+    """``farfield`` / ``to_sample_plane`` equal numpy's ``fftshift(fft2(ifftshift(x)))`` (orthonormal)
+    for even and odd sizes, though they use phase factors instead of shifts; exactly for even sizes,
+    whose factors are +-1."""
+    import jax.numpy as jnp
+
+    from ptyjax.propagation import farfield, to_sample_plane
+
+    rng = np.random.default_rng(1)
+    wave = (rng.standard_normal(shape) + 1j * rng.standard_normal(shape)).astype(np.complex64)
+    axes = (-2, -1)
+    forward = np.fft.fftshift(np.fft.fft2(np.fft.ifftshift(wave, axes=axes), norm="ortho"), axes=axes)
+    inverse = np.fft.fftshift(np.fft.ifft2(np.fft.ifftshift(wave, axes=axes), norm="ortho"), axes=axes)
+    np.testing.assert_allclose(np.asarray(farfield(jnp.asarray(wave))), forward, atol=3e-6)
+    np.testing.assert_allclose(np.asarray(to_sample_plane(jnp.asarray(wave))), inverse, atol=3e-6)
+    np.testing.assert_allclose(np.asarray(to_sample_plane(farfield(jnp.asarray(wave)))), wave, atol=3e-6)
