@@ -248,3 +248,29 @@ def test_position_curvature_fixed_cached_and_fresh(tiny):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
     assert [fit.position_mode(late, e) for e in (0, 4, 5, 6, 9, 10)] == [fit.POSITIONS_FIXED] * 2 + [
         fit.POSITIONS_FRESH, fit.POSITIONS_CACHED, fit.POSITIONS_CACHED, fit.POSITIONS_FRESH]
+
+
+def test_fixed_positions_skip_their_gradient_only(tiny):
+    """With ``refine_positions=False`` the objective does not differentiate the positions: their
+    gradient is zero, while the value and the object's and probe's gradients are those of a run that
+    refines them."""
+    data, _ = tiny
+    problem = fit.prepare(Dataset.open(data))
+    params = fit.initial_params(problem, fit.FitConfig())
+    texture = 0.3 * np.random.default_rng(1).standard_normal(params.object.phase.shape)
+    params = eqx.tree_at(lambda p: p.object.phase, params, jnp.asarray(texture, jnp.float32))
+    indices, weights = fit.epoch_batches(problem.point_valid, 8, 0, 0)
+    frames, idx = problem.batch_frames(indices[0]), jnp.asarray(indices[0])
+    weight = problem.pixel_weight * jnp.asarray(weights[0])[..., None, None]
+
+    def value_and_grad(refine):
+        engine = fit.Engine.create(problem, fit.FitConfig(refine_positions=refine))
+        return eqx.filter_value_and_grad(engine.objective, has_aux=True)(params, frames, weight, idx)
+
+    (moving, _), g_moving = value_and_grad(True)
+    (fixed, _), g_fixed = value_and_grad(False)
+    assert float(fixed) == pytest.approx(float(moving), rel=1e-6)  # another compiled program: float32 round-off
+    assert float(jnp.max(jnp.abs(g_moving.positions.jitter))) > 0
+    assert float(jnp.max(jnp.abs(g_fixed.positions.jitter))) == 0 and float(jnp.max(jnp.abs(g_fixed.positions.drift))) == 0
+    for a, b in zip(jax.tree.leaves((g_moving.object, g_moving.probe)), jax.tree.leaves((g_fixed.object, g_fixed.probe))):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6 * float(jnp.max(jnp.abs(b))))
