@@ -196,7 +196,8 @@ def test_position_error_parts_split_registration_from_per_point_errors():
 
 
 def test_priors_act_from_prior_start_epoch(tiny):
-    """Before ``prior_start_epoch`` a run is the prior-free run, exactly; from it on the prior acts."""
+    """Before ``prior_start_epoch`` a run is the prior-free run (to float32 round-off: the two runs are
+    different compiled programs, whose fusions may round differently); from it on the prior acts."""
     data, _ = tiny
     problem = fit.prepare(Dataset.open(data))
     strong = {"spectral_smoothness": {"weight": 100.0, "delta": None}}
@@ -206,8 +207,8 @@ def test_priors_act_from_prior_start_epoch(tiny):
         return np.asarray(fit.run_fit(problem, config, progress=False, defocus_m=0.0).params.object.phase)
 
     free = phase(priors={})
-    np.testing.assert_array_equal(phase(priors=strong, prior_start_epoch=2), free)
-    assert np.abs(phase(priors=strong, prior_start_epoch=1) - free).max() > 1e-3
+    np.testing.assert_allclose(phase(priors=strong, prior_start_epoch=2), free, rtol=0, atol=1e-6)
+    assert np.abs(phase(priors=strong, prior_start_epoch=1) - free).max() > 1e-3  # 1000x that tolerance
 
 
 def test_position_curvature_fixed_cached_and_fresh(tiny):
