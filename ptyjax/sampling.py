@@ -200,13 +200,16 @@ def fourier_translate(images, shifts):
 # --- exact: per-frame Lanczos matrices ------------------------------------------------------------
 
 
-def _interpolation_matrix(samples, start, scale, window: int):
+def _interpolation_matrix(samples, start, scale, window: int, transposed: bool = False):
     """Weights (len(samples), W) mapping a 1-D object crop of W pixels starting at pixel ``start`` to
-    the points ``samples`` (common-grid pixel units)."""
+    the points ``samples`` (common-grid pixel units); with ``transposed``, their transpose (W,
+    len(samples)), computed as such (see :func:`_banded_product`)."""
     stretch = jnp.maximum(scale, 1.0)
-    distance = samples[:, None] - (start + jnp.arange(window))[None, :].astype(samples.dtype)
+    pixels = (start + jnp.arange(window)).astype(samples.dtype)
+    sample_axis = 1 if transposed else 0
+    distance = jnp.expand_dims(samples, 1 - sample_axis) - jnp.expand_dims(pixels, sample_axis)
     weights = lanczos(distance / stretch)
-    return weights / jnp.sum(weights, axis=1, keepdims=True)
+    return weights / jnp.sum(weights, axis=1 - sample_axis, keepdims=True)
 
 
 def _support_before_centre(scale, frame_size: int):
@@ -231,7 +234,9 @@ def _banded_rows(image, samples, image_start, scale, block: int, window: int):
 
     def one(local_start, block_samples):
         rows = jax.lax.dynamic_slice_in_dim(image, local_start, window, axis=0)
-        return _real_matmul(_interpolation_matrix(block_samples, image_start + local_start, scale, window), rows)
+        args = (block_samples, image_start + local_start, scale, window)
+        transposed = jax.lax.stop_gradient(_interpolation_matrix(*args, transposed=True))
+        return _banded_product(_interpolation_matrix(*args), transposed, rows)
 
     return jax.vmap(one)(local, samples.reshape(-1, block)).reshape(-1, image.shape[1])[:n]
 
@@ -244,6 +249,28 @@ def _exact_patch(obj, centre, scale, frame_size: int, window: int, block: int, b
     offsets = (jnp.arange(frame_size) - frame_size // 2) * scale
     rows = _banded_rows(crop, centre[0] + offsets, start[0], scale, block, block_window)  # (N, W)
     return _banded_rows(rows.T, centre[1] + offsets, start[1], scale, block, block_window).T
+
+
+@jax.custom_jvp
+def _banded_product(weights, weights_transposed, z):
+    """``weights @ z`` (real weights, complex ``z``), differentiated so that its adjoint multiplies by
+    ``weights_transposed``, the same matrix computed transposed (without a gradient of its own).
+    Plain autodiff would contract ``weights`` over its first axis, which XLA:CPU runs on a slower
+    kernel, and an explicit transpose is folded back into that product by the compiler. On the small
+    preset's batch (30 energies x 16 frames of 64^2) the object's gradient through the sampler took
+    41 ms with this, 50-57 ms without."""
+    return _real_matmul(weights, z)
+
+
+@_banded_product.defjvp
+def _banded_product_jvp(primals, tangents):
+    weights, weights_transposed, z = primals
+    d_weights, _, d_z = tangents
+    # The tangent in d_z contracts weights_transposed over its first axis: reverse mode transposes
+    # that into the plain product weights_transposed @ cotangent.
+    first_axis = lambda a: jnp.einsum("wn,wm->nm", weights_transposed.astype(a.dtype), a)  # noqa: E731
+    d_z_part = jax.lax.complex(first_axis(jnp.real(d_z)), first_axis(jnp.imag(d_z))) if jnp.iscomplexobj(d_z) else first_axis(d_z)
+    return _real_matmul(weights, z), _real_matmul(d_weights, z) + d_z_part
 
 
 def _real_matmul(weights, z):
