@@ -266,11 +266,9 @@ def _banded_product(weights, weights_transposed, z):
 def _banded_product_jvp(primals, tangents):
     weights, weights_transposed, z = primals
     d_weights, _, d_z = tangents
-    # The tangent in d_z contracts weights_transposed over its first axis: reverse mode transposes
-    # that into the plain product weights_transposed @ cotangent.
-    first_axis = lambda a: jnp.einsum("wn,wm->nm", weights_transposed.astype(a.dtype), a)  # noqa: E731
-    d_z_part = jax.lax.complex(first_axis(jnp.real(d_z)), first_axis(jnp.imag(d_z))) if jnp.iscomplexobj(d_z) else first_axis(d_z)
-    return _real_matmul(weights, z), _real_matmul(d_weights, z) + d_z_part
+    # (W^T)^T d_z: reverse mode transposes it into the plain product weights_transposed @ cotangent.
+    tangent = _real_matmul(d_weights, z) + _real_matmul(weights_transposed.T, d_z)
+    return _real_matmul(weights, z), tangent
 
 
 def _real_matmul(weights, z):
