@@ -27,6 +27,12 @@ noise levels and outliers instead of chemistry. Five things fix that here:
    mean-field Potts prior on the 8-neighbourhood inside the mask, whose strength is estimated from
    the data by the mean-field-like pseudo-likelihood of Celeux, Forbes & Peyrard (Pattern Recognit.
    36, 131 (2003)) unless given (``spatial_strength``, ``spatial_iterations`` sweeps).
+6. **Boundary groups**: where two phases meet, pixels at the limit of the resolution (and of the
+   spectra's smoothing) read a mixture of both (the partial-volume effect of imaging). Once the maps
+   are sharp enough, ICL counts such a ring as a group of its own. A group whose mean lies between
+   two others' and whose pixels nearly all touch both (:func:`find_boundary_groups`) is merged: each of
+   its pixels joins the side whose mean it is nearer along the line between them
+   (``boundary_groups="merge"``, the default; ``"keep"`` leaves it).
 
 Features are standardised robustly (median and MAD) before fitting; every result is reported back
 in physical units. Groups are ordered by size, largest first.
@@ -35,10 +41,12 @@ in physical units. Groups are ordered by size, largest first.
 from __future__ import annotations
 
 import dataclasses
+import json
 import warnings
 from dataclasses import dataclass
 
 import numpy as np
+from scipy import ndimage
 from scipy.optimize import minimize_scalar
 from scipy.special import logsumexp
 from scipy.stats import chi2
@@ -74,6 +82,13 @@ MAX_SPATIAL_STRENGTH = 5.0
 DETECTION_SNR = 3.0
 # Starts from the pixels whose noise variance is below this quantile (the thick, well-measured ones).
 RELIABLE_QUANTILE = 0.75
+# A group is the boundary of two others when at least this share of its pixels lies within
+# BOUNDARY_REACH_PX (8-neighbour steps) of both: a band of mixed pixels up to ~2 px wide (every pixel
+# of a straight 2-px band, a third of a 3-px one), the blur that a reconstruction resolving 1.4-2 px
+# and a 1 px smoothing of the spectra leave at a sharp boundary. A phase of its own, even a layer
+# between two others, has pixels farther inside it.
+BOUNDARY_SHARE = 0.75
+BOUNDARY_REACH_PX = 2
 
 
 @dataclass(frozen=True)
@@ -86,7 +101,10 @@ class ClusterResult:
     deconvolved). ``pixel_means``/``pixel_stds`` (K, F): mean and std of the measured values of the
     pixels labelled with each group. ``counts`` (K,): pixels per group. ``bic`` and ``icl`` per
     ``k_tried``; ``criterion`` the one that chose K; ``spatial_strength`` the Potts strength used.
-    ``outliers`` (Ny, Nx) bool: pixels whose data term was dropped.
+    ``outliers`` (Ny, Nx) bool: pixels whose data term was dropped. ``merged_boundaries``: one
+    dict per boundary group merged (:func:`find_boundary_groups`): the two groups it lay ``between``
+    (final indices), its ``pixels``, the ``share`` of them touching both and its mean's position
+    ``alpha`` along the line between them (1 at the first group's mean).
     """
 
     labels: np.ndarray
@@ -104,6 +122,7 @@ class ClusterResult:
     pixel_means: np.ndarray
     pixel_stds: np.ndarray
     outliers: np.ndarray
+    merged_boundaries: tuple = ()
 
     @property
     def n_groups(self) -> int:
@@ -272,6 +291,85 @@ def fit_spatial(log_data, log_weights, mask, neighbours=None, iterations=5, max_
     return q, strength
 
 
+def boundary_share(labels, group: int, first: int, second: int, reach: int = BOUNDARY_REACH_PX) -> float:
+    """Share of the pixels of ``group`` in ``labels`` (Ny, Nx) that have a pixel of ``first`` and one
+    of ``second`` within ``reach`` pixels (8-neighbour steps)."""
+    pixels = np.asarray(labels) == group
+    if not pixels.any():
+        return 0.0
+    window = np.ones((2 * reach + 1, 2 * reach + 1), bool)
+    near = ndimage.binary_dilation(labels == first, window) & ndimage.binary_dilation(labels == second, window)
+    return float(np.mean(near[pixels]))
+
+
+def position_between(points, first, second):
+    """Where ``points`` (N, F) lie along the line from ``second`` (0) to ``first`` (1) (F,): the
+    coefficient of their projection onto it, over each point's finite features (NaN if none)."""
+    points = np.atleast_2d(points)
+    direction = np.asarray(first, float) - np.asarray(second, float)
+    measured = np.isfinite(points)
+    offset = np.where(measured, points - second, 0.0)
+    span = np.sum(np.where(measured, direction**2, 0.0), axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(span > 0, np.sum(offset * direction, axis=1) / span, np.nan)
+
+
+def find_boundary_groups(labels, means, share: float = BOUNDARY_SHARE, reach: int = BOUNDARY_REACH_PX) -> list[dict]:
+    """The groups that are the mixed-pixel boundary between two others, most certain first: group
+    ``k`` whose mean (``means`` (K, F), standardised units) lies strictly between those of ``first``
+    and ``second`` (``0 < alpha < 1``, :func:`position_between`) and of whose pixels at least
+    ``share`` lie within ``reach`` pixels of both (:func:`boundary_share`). One dict per such group
+    (its best pair): ``group``, ``between`` (first, second), ``share``, ``alpha``."""
+    found = []
+    n_groups = len(means)
+    for k in range(n_groups):
+        pairs = []
+        for i in range(n_groups):
+            for j in range(i + 1, n_groups):
+                if k in (i, j):
+                    continue
+                alpha = float(position_between(means[k], means[i], means[j])[0])
+                if 0.0 < alpha < 1.0:
+                    pairs.append((boundary_share(labels, k, i, j, reach), i, j, alpha))
+        if pairs:
+            best = max(pairs)
+            if best[0] >= share:
+                found.append({"group": k, "between": (best[1], best[2]), "share": best[0], "alpha": best[3]})
+    return sorted(found, key=lambda b: -b["share"])
+
+
+def _merge_boundary(labels, probs, weights, means, covs, x, mask, boundary):
+    """Fold boundary group ``boundary["group"]`` into the two it lies between: each of its pixels
+    joins the side whose mean it is nearer along the line between them (``x`` (N, F): standardised
+    features of the ``mask`` pixels, NaN where missing; a pixel without any goes with the group's
+    mean), and its posterior passes to that side (other pixels' share of it to all groups in
+    proportion). Returns the updated (labels, probs, weights,
+    means, covs) and the pixels moved to each side."""
+    k, (i, j) = boundary["group"], boundary["between"]
+    flat = labels[mask]
+    inside = flat == k
+    alpha = position_between(x[inside], means[i], means[j])
+    side = np.where(np.nan_to_num(alpha, nan=boundary["alpha"]) >= 0.5, i, j)
+    flat[inside] = side
+    moved = np.zeros(mask.shape, bool)
+    moved[mask] = inside
+    to_first = np.zeros(mask.shape, bool)
+    to_first[mask] = np.where(inside, flat == i, False)
+    probs = probs.copy()
+    probs[i] = np.where(to_first, probs[i] + probs[k], probs[i])
+    probs[j] = np.where(moved & ~to_first, probs[j] + probs[k], probs[j])
+    share_first = float(np.mean(side == i)) if side.size else 0.5
+    weights = weights.copy()
+    weights[i] += share_first * weights[k]
+    weights[j] += (1.0 - share_first) * weights[k]
+    keep = np.arange(len(weights)) != k
+    labels = labels.copy()
+    labels[mask] = np.where(flat > k, flat - 1, flat)
+    # Elsewhere the group's (small) posterior is shared by the rest in proportion.
+    probs = probs[keep] / np.sum(probs[keep], axis=0, keepdims=True)
+    return labels, probs, weights[keep], means[keep], covs[keep]
+
+
 def cluster_features(
     feature_maps: dict,
     mask,
@@ -288,6 +386,7 @@ def cluster_features(
     criterion: str = "icl",
     spatial_strength: float | str = "auto",
     spatial_iterations: int = 5,
+    boundary_groups: str = "merge",
 ) -> ClusterResult:
     """Cluster pixels of ``mask`` (Ny, Nx) by the maps ``feature_maps`` {name: (Ny, Nx)}.
 
@@ -301,11 +400,15 @@ def cluster_features(
     ``outliers``: "absorb" (neighbours decide; unassigned if ``spatial_iterations`` is 0) or
     "unassigned" (label -2). ``spatial_strength``: Potts interaction per neighbour, a number or
     "auto" (estimated, :func:`fit_spatial`). ``spatial_iterations=0`` switches smoothing off.
+    ``boundary_groups``: "merge" folds groups that are the mixed-pixel boundary of two others into
+    them (module docstring, item 6; recorded in ``merged_boundaries``), "keep" leaves them.
     """
     if outliers not in ("absorb", "unassigned"):
         raise PtyjaxError(f"outliers must be 'absorb' or 'unassigned', not {outliers!r}")
     if criterion not in ("icl", "bic"):
         raise PtyjaxError(f"criterion must be 'icl' or 'bic', not {criterion!r}")
+    if boundary_groups not in ("merge", "keep"):
+        raise PtyjaxError(f"boundary_groups must be 'merge' or 'keep', not {boundary_groups!r}")
     if not (spatial_strength == "auto" or (isinstance(spatial_strength, (int, float)) and spatial_strength >= 0)):
         raise PtyjaxError(f"spatial_strength must be 'auto' or a number >= 0, not {spatial_strength!r}")
     names = tuple(feature_maps)
@@ -361,6 +464,18 @@ def cluster_features(
     labels[mask] = np.argmax(probs[:, mask], axis=0)
     if outliers == "unassigned" or spatial_iterations == 0:
         labels[mask] = np.where(outlier, UNASSIGNED, labels[mask])
+    merged = []
+    while boundary_groups == "merge" and len(weights) > 2:
+        found = find_boundary_groups(labels, means)
+        if not found:
+            break
+        boundary, k = found[0], found[0]["group"]
+        pixels = int(np.count_nonzero(labels == k))
+        labels, probs, weights, means, covs = _merge_boundary(labels, probs, weights, means, covs, x, mask, boundary)
+        # Indices past the removed group shift down by one, in earlier records as in the labels.
+        shift = lambda pair: tuple(int(g - (g > k)) for g in pair)  # noqa: E731
+        merged = [{**m, "between": shift(m["between"])} for m in merged]
+        merged.append({"between": shift(boundary["between"]), "pixels": pixels, "share": boundary["share"], "alpha": boundary["alpha"]})
 
     # Order groups by size (largest first; ties by model weight) and report in physical units.
     counts = np.array([(labels == k).sum() for k in range(len(weights))])
@@ -392,6 +507,7 @@ def cluster_features(
         pixel_means=pixel_means,
         pixel_stds=pixel_stds,
         outliers=outlier_map,
+        merged_boundaries=tuple({**m, "between": tuple(int(relabel[g]) for g in m["between"])} for m in merged),
     )
 
 
@@ -500,7 +616,8 @@ def write_clustering(results_path, result: ClusterResult, n_groups=None, k_range
     if "energy" in spectra:
         datasets["energy"] = (np.asarray(spectra["energy"], float), "eV")
     config = {"features": list(features), "n_groups": n_groups, "k_range": list(k_range), "seed": seed, "min_edge_snr": min_edge_snr, **options}
-    attrs = {"n_groups": result.n_groups, "criterion": result.criterion, "spatial_strength": result.spatial_strength}
+    attrs = {"n_groups": result.n_groups, "criterion": result.criterion, "spatial_strength": result.spatial_strength,
+             "merged_boundaries": json.dumps([{**m, "between": list(m["between"])} for m in result.merged_boundaries])}
     write_group(results_path, "clustering", datasets, attrs=attrs, config=config)
 
 

@@ -34,6 +34,7 @@ STAGE_DEFAULTS = {
         "max_groups": (6, "largest number of groups tried"),
         "criterion": ("icl", "how the number of groups is chosen: icl (well-separated clusters) | bic"),
         "spatial_strength": ("auto", "Potts interaction per neighbour: a number, or 'auto' (estimated from the data)"),
+        "boundary_groups": ("merge", "a group of mixed pixels along the boundary of two others: merge (into them) | keep"),
         "seed": (0, "random seed: same seed, same labels"),
     },
     "report": {
@@ -215,7 +216,7 @@ def run_pipeline(paths, results_path, config: dict | None = None, truth_path=Non
     features = [f for f in c["features"].split(",") if f] or None
     strength = c["spatial_strength"] if c["spatial_strength"] == "auto" else float(c["spatial_strength"])
     clustering = {"features": features, "n_groups": c["n_groups"] or None, "k_range": (1, c["max_groups"]), "seed": c["seed"],
-                  "criterion": c["criterion"], "spatial_strength": strength}
+                  "criterion": c["criterion"], "spatial_strength": strength, "boundary_groups": c["boundary_groups"]}
     analysis = analyze(results_path, edges=a["edges"] or None, e0_method=a["e0_method"], smooth_px=a["smooth_px"],
                        denoise=a["denoise"], clustering=clustering)
     if "clustering" in analysis:  # smooth_px "auto" clustered the chosen maps with these options already

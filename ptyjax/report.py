@@ -7,6 +7,7 @@ missing from the file are skipped with a note on the page.
 from __future__ import annotations
 
 import html
+import json
 from pathlib import Path
 
 import h5py
@@ -14,7 +15,7 @@ import numpy as np
 import tifffile
 
 from . import plots
-from .cluster import adjusted_rand_index_inside
+from .cluster import BOUNDARY_REACH_PX, adjusted_rand_index_inside
 from .errors import DataError
 from .results import read_group, units_of
 
@@ -175,8 +176,15 @@ def _clustering_section(clu, chem, out, pixel_size, truth_path, results_path=Non
     k = int(clu["means"].shape[0])
     k_tried = np.atleast_1d(clu["k_tried"])
     criterion = str(clu.get("attrs", {}).get("criterion", "bic")).upper()
+    merged = json.loads(str(clu.get("attrs", {}).get("merged_boundaries", "[]")))
+    fitted = k + len(merged)  # the mixture's K, before boundary groups were merged
     how = f"chosen by {criterion} among K = {', '.join(map(str, k_tried))}" if k_tried.size > 1 else "(fixed)"
-    body = [f"<p>{k} groups {how}; features: {', '.join(features)}.</p>"]
+    body = [f"<p>{k} groups ({fitted} {how}); features: {', '.join(features)}.</p>" if merged else
+            f"<p>{k} groups {how}; features: {', '.join(features)}.</p>"]
+    for m in merged:
+        first, second = m["between"]
+        body.append(f"<p>A group of {m['pixels']} mixed pixels along the boundary of groups {first} and {second} "
+                    f"({m['share']:.0%} of them within {BOUNDARY_REACH_PX} px of both) was merged into them.</p>")
     if truth_path is not None:
         truth = _truth_labels_on(labels.shape, truth_path, results_path)
         if truth is not None:
@@ -198,7 +206,7 @@ def _clustering_section(clu, chem, out, pixel_size, truth_path, results_path=Non
     scores = {"BIC": np.atleast_1d(clu["bic"])}
     if "icl" in clu:
         scores["ICL"] = np.atleast_1d(clu["icl"])
-    body.append(_figure(out, "bic.png", plots.bic_curve(k_tried, scores, k, criterion), "Model-selection criteria against the number of groups"))
+    body.append(_figure(out, "bic.png", plots.bic_curve(k_tried, scores, fitted, criterion), "Model-selection criteria against the number of groups"))
     if "group_optical_density" in clu and "energy" in clu:
         body.append(_figure(out, "group_spectra.png", plots.group_spectra(clu["energy"], clu["group_optical_density"], clu.get("group_phase")), "Group-mean spectra"))
     body.append(f"<p>Label map TIFF: {_link(export_tiff(out / 'group_labels.tif', labels, pixel_size))}.</p>")

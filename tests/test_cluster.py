@@ -1,5 +1,7 @@
 """Clustering of chemical maps: a synthetic 3-phase particle with thickness-dependent noise."""
 
+import json
+
 import numpy as np
 import pytest
 from scipy.special import expit
@@ -187,6 +189,7 @@ def test_cluster_writes_documented_group(tmp_path):
     assert units_of(path, "clustering/probabilities") == "1"
     assert g["counts"].sum() == (g["labels"] >= 0).sum()
     assert g["attrs"]["criterion"] == "icl" and g["attrs"]["spatial_strength"] > 0
+    assert json.loads(g["attrs"]["merged_boundaries"]) == [{**m, "between": list(m["between"])} for m in res.merged_boundaries]
     # The Mn edge energy column of the means is in eV (near the Mn K edge, 6539 eV).
     assert np.all(np.abs(g["means"][:, 1] - 6549) < 5)
 
@@ -306,3 +309,54 @@ def test_classification_entropy_known_cases():
     top = np.array([[True, True], [False, False]])
     assert cl.classification_entropy(mixed, top) == pytest.approx(0.0, abs=1e-12)
     assert cl.classification_entropy(mixed, np.ones((2, 2), bool)) == pytest.approx(np.log(3) / 2)
+
+
+def _two_phases_and_a_layer(layer_px, seed=0):
+    """Feature maps of a disc: phase A (left), phase B (right), a band of ``layer_px`` columns
+    between them whose pixels read a mixture (0.7 A + 0.3 B on A's side of the middle, 0.3 A + 0.7 B
+    on B's side), and a blob of a third phase C far from the band in feature space. Returns
+    (maps, stds, mask, truth) with truth 0 = A, 1 = B, 2 = C, 3 = band."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[:64, :64]
+    mask = (y - 31.5) ** 2 + (x - 31.5) ** 2 < 30**2
+    truth = np.where(x < 32, 0, 1)
+    band = np.abs(x + 0.5 - 32) < layer_px / 2
+    truth = np.where(band, 3, truth)
+    truth = np.where((y - 12) ** 2 + (x - 16) ** 2 < 36, 2, truth)
+    centres = {0: np.array([0.0, 0.0]), 1: np.array([4.0, 2.0]), 2: np.array([0.0, 6.0])}
+    values = np.zeros((64, 64, 2))
+    for k, c in centres.items():
+        values[truth == k] = c
+    weight = np.where(x < 32, 0.7, 0.3)[band]
+    values[band] = weight[:, None] * centres[0] + (1 - weight[:, None]) * centres[1]
+    values += 0.15 * rng.standard_normal(values.shape)
+    maps = {"f0": values[..., 0], "f1": values[..., 1]}
+    stds = {"f0": np.full((64, 64), 0.15), "f1": np.full((64, 64), 0.15)}
+    return maps, stds, mask, truth
+
+
+def test_boundary_ring_of_mixed_pixels_is_merged_into_its_two_sides():
+    """A 2-px ring of mixed pixels between two phases forms a group of its own; merged, each of its
+    pixels joins the phase that dominates it, and the third phase is untouched."""
+    maps, stds, mask, truth = _two_phases_and_a_layer(layer_px=2)
+    kept = cl.cluster_features(maps, mask, stds, n_groups=4, boundary_groups="keep")
+    assert kept.n_groups == 4 and kept.merged_boundaries == ()
+    assert adjusted_rand_score(truth[mask], kept.labels[mask]) > 0.95  # the ring is a group of its own
+    merged = cl.cluster_features(maps, mask, stds, n_groups=4)
+    assert merged.n_groups == 3 and merged.probabilities.shape[0] == 3
+    (boundary,) = merged.merged_boundaries
+    ring = np.bincount(kept.labels[mask & (truth == 3)]).argmax()
+    assert boundary["pixels"] == np.count_nonzero(kept.labels == ring) and boundary["share"] >= cl.BOUNDARY_SHARE
+    dominant = np.where(truth == 3, np.where(np.mgrid[:64, :64][1] < 32, 0, 1), truth)
+    assert adjusted_rand_score(dominant[mask], merged.labels[mask]) > 0.97
+    assert set(boundary["between"]) == {int(np.bincount(merged.labels[mask & (dominant == p)]).argmax()) for p in (0, 1)}
+    np.testing.assert_allclose(np.nansum(merged.probabilities, axis=0)[mask], 1.0, atol=1e-6)
+
+
+def test_a_layer_thicker_than_the_blur_stays_a_group():
+    """The same mixture as a 10-px layer: most of its pixels are far from one side, so it is a
+    phase of its own, not a boundary, and is kept."""
+    maps, stds, mask, truth = _two_phases_and_a_layer(layer_px=10)
+    result = cl.cluster_features(maps, mask, stds, n_groups=4)
+    assert result.n_groups == 4 and result.merged_boundaries == ()
+    assert adjusted_rand_score(truth[mask], result.labels[mask]) > 0.95

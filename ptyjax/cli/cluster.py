@@ -17,6 +17,7 @@ def add_parser(subparsers):
     parser.add_argument("--spatial-strength", default="auto", help="Potts interaction per neighbour: a number >= 0, or 'auto' (estimated by pseudo-likelihood, default)")
     parser.add_argument("--min-edge-snr", type=float, default=None, help="pixels whose edge jumps are all below this many standard errors hold no chemistry and are labelled -2 (default: ptyjax.cluster.DETECTION_SNR, 3; 0 keeps all)")
     parser.add_argument("--no-spatial", action="store_true", help="independent pixels: no spatial smoothing of the posteriors")
+    parser.add_argument("--boundary-groups", choices=("merge", "keep"), default="merge", help="a group of mixed pixels along the boundary of two others: merged into them (default) or kept")
     parser.add_argument("--outliers", choices=("absorb", "unassigned"), default="absorb", help="outlier pixels: group of their neighbours (default) or label -2")
     parser.set_defaults(func=run)
     return parser
@@ -30,13 +31,17 @@ def run(args) -> int:
         raise PtyjaxError(f"--groups must be at least 1, not {args.groups}")
     if not 1 <= args.min_groups <= args.max_groups:
         raise PtyjaxError(f"need 1 <= --min-groups <= --max-groups, got {args.min_groups} and {args.max_groups}")
-    options = {"outliers": args.outliers, "criterion": args.criterion, "spatial_strength": _strength(args.spatial_strength)}
+    options = {"outliers": args.outliers, "criterion": args.criterion, "spatial_strength": _strength(args.spatial_strength),
+               "boundary_groups": args.boundary_groups}
     if args.no_spatial:
         options["spatial_iterations"] = 0
     if args.min_edge_snr is not None:
         options["min_edge_snr"] = args.min_edge_snr
     result = cluster(args.results, features, args.groups, (args.min_groups, args.max_groups), args.seed, **options)
     print(f"{args.results}: {result.n_groups} groups ({', '.join(map(str, result.counts))} pixels) from {', '.join(result.features)}")
+    for boundary in result.merged_boundaries:
+        first, second = boundary["between"]
+        print(f"  merged a boundary group of {boundary['pixels']} mixed pixels into groups {first} and {second}")
     return 0
 
 
