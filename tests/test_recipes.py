@@ -18,7 +18,7 @@ from ptyjax.priors import PriorContext
 from ptyjax.simulate import PRESETS
 
 TINY_ENERGIES = np.asarray(PRESETS["tiny"].energies_ev)
-RECIPES = ["independent", "joint-smooth", "joint-huber", "low-rank", "chemical-basis", "mixture-prior"]
+RECIPES = ["independent", "joint-smooth", "joint-huber", "joint-lowrank", "low-rank", "chemical-basis", "mixture-prior"]
 
 
 @pytest.fixture(scope="module")
