@@ -22,7 +22,10 @@ SCRIPT = textwrap.dedent(
 
     assert jax.device_count() == 4, jax.devices()
     dataset = Dataset.open(sys.argv[1])
-    config = fit.FitConfig(epochs=3, batch_size=8, defocus_m=270e-6, checkpoint_every=0, position_start_epoch=1, register_every=1)
+    # Both spectral priors act from the start: they couple the energies that sit on different devices.
+    priors = {"spectral_smoothness": {"weight": 3.0, "delta": None}, "spectral_low_rank": {"weight": 10.0, "rank": 2}}
+    config = fit.FitConfig(epochs=3, batch_size=8, defocus_m=270e-6, checkpoint_every=0, position_start_epoch=1, register_every=1,
+                           prior_start_epoch=0, priors=priors)
     single = fit.reconstruct(dataset, config, progress=False)
     sharded = fit.reconstruct(dataset, config, progress=False, devices=4)
     streamed = fit.reconstruct(dataset, config, progress=False, devices=2, stream=True)
