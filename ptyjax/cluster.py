@@ -370,6 +370,19 @@ def _merge_boundary(labels, probs, weights, means, covs, x, mask, boundary):
     return labels, probs, weights[keep], means[keep], covs[keep]
 
 
+def check_options(criterion="icl", spatial_strength="auto", boundary_groups="merge", outliers="absorb") -> None:
+    """Raise :class:`PtyjaxError` for option values :func:`cluster_features` cannot use (also called when
+    a pipeline configuration is read, so that a typo fails before the reconstruction, not after)."""
+    choices = {"criterion": (criterion, ("icl", "bic")), "boundary_groups": (boundary_groups, ("merge", "keep")),
+               "outliers": (outliers, ("absorb", "unassigned"))}
+    for name, (value, allowed) in choices.items():
+        if value not in allowed:
+            raise PtyjaxError(f"{name} must be {' or '.join(repr(a) for a in allowed)}, not {value!r}")
+    number = isinstance(spatial_strength, (int, float)) and not isinstance(spatial_strength, bool)
+    if not (spatial_strength == "auto" or (number and spatial_strength >= 0)):
+        raise PtyjaxError(f"spatial_strength must be 'auto' or a number >= 0, not {spatial_strength!r}")
+
+
 def cluster_features(
     feature_maps: dict,
     mask,
@@ -403,14 +416,7 @@ def cluster_features(
     ``boundary_groups``: "merge" folds groups that are the mixed-pixel boundary of two others into
     them (module docstring, item 6; recorded in ``merged_boundaries``), "keep" leaves them.
     """
-    if outliers not in ("absorb", "unassigned"):
-        raise PtyjaxError(f"outliers must be 'absorb' or 'unassigned', not {outliers!r}")
-    if criterion not in ("icl", "bic"):
-        raise PtyjaxError(f"criterion must be 'icl' or 'bic', not {criterion!r}")
-    if boundary_groups not in ("merge", "keep"):
-        raise PtyjaxError(f"boundary_groups must be 'merge' or 'keep', not {boundary_groups!r}")
-    if not (spatial_strength == "auto" or (isinstance(spatial_strength, (int, float)) and spatial_strength >= 0)):
-        raise PtyjaxError(f"spatial_strength must be 'auto' or a number >= 0, not {spatial_strength!r}")
+    check_options(criterion=criterion, spatial_strength=spatial_strength, boundary_groups=boundary_groups, outliers=outliers)
     names = tuple(feature_maps)
     if not names:
         raise PtyjaxError("no features to cluster")

@@ -94,7 +94,22 @@ def load_config(path=None) -> dict:
             raise PtyjaxError(f"{path}: unknown option(s) {sorted(unknown)} in [{stage}]")
         config[stage].update(values)
     _check_analysis(config["analyze"], path)
+    _check_clustering(config["cluster"], path)
     return config
+
+
+def _check_clustering(options: dict, path) -> None:
+    """Fail when the file is read on clustering options that cannot run (see :func:`_check_analysis`)."""
+    from .cluster import check_options
+
+    try:
+        check_options(criterion=options["criterion"], spatial_strength=options["spatial_strength"],
+                      boundary_groups=options["boundary_groups"])
+        for name, least in (("n_groups", 0), ("max_groups", 1), ("seed", 0)):
+            if not isinstance(options[name], int) or isinstance(options[name], bool) or options[name] < least:
+                raise PtyjaxError(f"{name} must be an integer >= {least}, not {options[name]!r}")
+    except PtyjaxError as error:
+        raise PtyjaxError(f"{path}: [cluster] {error}") from None
 
 
 def _check_analysis(options: dict, path) -> None:
