@@ -121,7 +121,9 @@ def spectral_low_rank(params, context: PriorContext, weight=1.0, rank=5):
     Rad. 21, 1206 (2014), MANTiS). ``rank``: at least the number of species; too low biases the
     spectra, so prefer one more. The gradient ``2 weight (1 - U U^H) L / n`` (``U``: the top ``rank``
     eigenvectors of ``L L^H``, recomputed each step) is exact: the residual is orthogonal to the
-    subspace, so the subspace's own change does not enter (Eckart-Young).
+    subspace, so the subspace's own change does not enter (Eckart-Young). Cost per step: the
+    ``E x E`` Gram matrix, O(E^2 pixels), and the projection, O(E rank pixels); on the small preset
+    (30 energies, 281^2 pixels) the runs took as long as without it, within this machine's noise.
     """
     log_object = params.object.log_object()
     n_energies = log_object.shape[0]
