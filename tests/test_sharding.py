@@ -89,7 +89,9 @@ MULTIPROCESS = textwrap.dedent(
 
     assert jax.process_count() == 2 and jax.local_device_count() == 2 and jax.device_count() == 4
     dataset = Dataset.open(sys.argv[1])
-    config = fit.FitConfig(epochs=3, batch_size=8, defocus_m=270e-6, checkpoint_every=0, position_start_epoch=1, register_every=1)
+    priors = {"spectral_smoothness": {"weight": 3.0, "delta": None}, "spectral_low_rank": {"weight": 10.0, "rank": 2}}
+    config = fit.FitConfig(epochs=3, batch_size=8, defocus_m=270e-6, checkpoint_every=0, position_start_epoch=1, register_every=1,
+                           prior_start_epoch=0, priors=priors)
     single = fit.reconstruct(dataset, config, progress=False)  # this process alone, one device
     sharded = fit.reconstruct(dataset, config, progress=False, devices=4)  # both processes, 4 devices
     leaf = sharded.params.object.log_amplitude
