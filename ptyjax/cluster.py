@@ -343,8 +343,7 @@ def _merge_boundary(labels, probs, weights, means, covs, x, mask, boundary):
     joins the side whose mean it is nearer along the line between them (``x`` (N, F): standardised
     features of the ``mask`` pixels, NaN where missing; a pixel without any goes with the group's
     mean), and its posterior passes to that side (other pixels' share of it to all groups in
-    proportion). Returns the updated (labels, probs, weights,
-    means, covs) and the pixels moved to each side."""
+    proportion). Returns the updated (labels, probs, weights, means, covs)."""
     k, (i, j) = boundary["group"], boundary["between"]
     flat = labels[mask]
     inside = flat == k
@@ -414,7 +413,9 @@ def cluster_features(
     "unassigned" (label -2). ``spatial_strength``: Potts interaction per neighbour, a number or
     "auto" (estimated, :func:`fit_spatial`). ``spatial_iterations=0`` switches smoothing off.
     ``boundary_groups``: "merge" folds groups that are the mixed-pixel boundary of two others into
-    them (module docstring, item 6; recorded in ``merged_boundaries``), "keep" leaves them.
+    them (module docstring, item 6; recorded in ``merged_boundaries``), "keep" leaves them. With
+    ``n_groups`` fixed the mixture has that many components, and boundary groups among them are still
+    merged unless "keep".
     """
     check_options(criterion=criterion, spatial_strength=spatial_strength, boundary_groups=boundary_groups, outliers=outliers)
     names = tuple(feature_maps)

@@ -17,7 +17,7 @@ def add_parser(subparsers):
     parser.add_argument("--spatial-strength", default="auto", help="Potts interaction per neighbour: a number >= 0, or 'auto' (estimated by pseudo-likelihood, default)")
     parser.add_argument("--min-edge-snr", type=float, default=None, help="pixels whose edge jumps are all below this many standard errors hold no chemistry and are labelled -2 (default: ptyjax.cluster.DETECTION_SNR, 3; 0 keeps all)")
     parser.add_argument("--no-spatial", action="store_true", help="independent pixels: no spatial smoothing of the posteriors")
-    parser.add_argument("--boundary-groups", choices=("merge", "keep"), default="merge", help="a group of mixed pixels along the boundary of two others: merged into them (default) or kept")
+    parser.add_argument("--boundary-groups", choices=("merge", "keep"), default="merge", help="a group of mixed pixels along the boundary of two others: merged into them (default; also with --groups) or kept")
     parser.add_argument("--outliers", choices=("absorb", "unassigned"), default="absorb", help="outlier pixels: group of their neighbours (default) or label -2")
     parser.set_defaults(func=run)
     return parser
