@@ -291,17 +291,6 @@ def fit_spatial(log_data, log_weights, mask, neighbours=None, iterations=5, max_
     return q, strength
 
 
-def boundary_share(labels, group: int, first: int, second: int, reach: int = BOUNDARY_REACH_PX) -> float:
-    """Share of the pixels of ``group`` in ``labels`` (Ny, Nx) that have a pixel of ``first`` and one
-    of ``second`` within ``reach`` pixels (8-neighbour steps)."""
-    pixels = np.asarray(labels) == group
-    if not pixels.any():
-        return 0.0
-    window = np.ones((2 * reach + 1, 2 * reach + 1), bool)
-    near = ndimage.binary_dilation(labels == first, window) & ndimage.binary_dilation(labels == second, window)
-    return float(np.mean(near[pixels]))
-
-
 def position_between(points, first, second):
     """Where ``points`` (N, F) lie along the line from ``second`` (0) to ``first`` (1) (F,): the
     coefficient of their projection onto it, over each point's finite features (NaN if none)."""
@@ -317,24 +306,24 @@ def position_between(points, first, second):
 def find_boundary_groups(labels, means, share: float = BOUNDARY_SHARE, reach: int = BOUNDARY_REACH_PX) -> list[dict]:
     """The groups that are the mixed-pixel boundary between two others, most certain first: group
     ``k`` whose mean (``means`` (K, F), standardised units) lies strictly between those of ``first``
-    and ``second`` (``0 < alpha < 1``, :func:`position_between`) and of whose pixels at least
-    ``share`` lie within ``reach`` pixels of both (:func:`boundary_share`). One dict per such group
-    (its best pair): ``group``, ``between`` (first, second), ``share``, ``alpha``."""
-    found = []
+    and ``second`` (``0 < alpha < 1``, :func:`position_between`) and of whose pixels (in ``labels``
+    (Ny, Nx)) at least ``share`` have a pixel of each within ``reach`` pixels (8-neighbour steps).
+    One dict per such group (its best pair): ``group``, ``between`` (first, second), ``share``, ``alpha``."""
     n_groups = len(means)
+    window = np.ones((2 * reach + 1, 2 * reach + 1), bool)
+    near = [ndimage.binary_dilation(labels == g, window) for g in range(n_groups)]
+    found = []
     for k in range(n_groups):
+        pixels = labels == k
         pairs = []
         for i in range(n_groups):
             for j in range(i + 1, n_groups):
-                if k in (i, j):
-                    continue
                 alpha = float(position_between(means[k], means[i], means[j])[0])
-                if 0.0 < alpha < 1.0:
-                    pairs.append((boundary_share(labels, k, i, j, reach), i, j, alpha))
-        if pairs:
+                if k not in (i, j) and pixels.any() and 0.0 < alpha < 1.0:
+                    pairs.append((float(np.mean((near[i] & near[j])[pixels])), i, j, alpha))
+        if pairs and max(pairs)[0] >= share:
             best = max(pairs)
-            if best[0] >= share:
-                found.append({"group": k, "between": (best[1], best[2]), "share": best[0], "alpha": best[3]})
+            found.append({"group": k, "between": (best[1], best[2]), "share": best[0], "alpha": best[3]})
     return sorted(found, key=lambda b: -b["share"])
 
 

@@ -9,6 +9,25 @@ os.environ.setdefault("PTYJAX_COMPILATION_CACHE", "off")
 import pytest
 
 
+@pytest.fixture
+def config_rejects(tmp_path):
+    """``check(section, cases)``: for each ``(text, message)`` a configuration file holding ``text`` in
+    ``[section]`` fails when ``ptyjax.pipeline.load_config`` reads it, with ``message`` and the file's
+    name in the error."""
+    from ptyjax.errors import PtyjaxError
+    from ptyjax.pipeline import load_config
+
+    def check(section, cases):
+        for text, message in cases:
+            bad = tmp_path / "bad.toml"
+            bad.write_text(f"[{section}]\n{text}\n")
+            with pytest.raises(PtyjaxError, match=message) as error:
+                load_config(bad)
+            assert str(bad) in str(error.value)
+
+    return check
+
+
 @pytest.fixture(scope="session")
 def tiny_dataset(tmp_path_factory):
     """The tiny preset simulated once per test session: the folder of CXI files (+ truth.h5).
