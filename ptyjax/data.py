@@ -51,6 +51,12 @@ class ScanFile:
     ``bad_pixels`` (ny, nx) bool, True = bad (non-zero in the CXI mask; all False without one).
     ``dark`` (ny, nx) float32 or None; ``monitor`` (N,) or None: exposed, never applied by
     :meth:`read_frames`.
+
+    Rectangular detector frames (``detector_shape``, e.g. a 2:1 module) with square detector pixels
+    are padded symmetrically to a square ``frame_shape`` (n = the larger side) with bad pixels, so
+    the zero frequency stays at index n // 2 and the real-space pixel ``lambda z / (n p)`` is square:
+    the padding is unmeasured, the loss ignores it, nothing is cropped away. ``bad_pixels`` and
+    ``dark`` have the padded shape.
     """
 
     path: Path
@@ -65,6 +71,13 @@ class ScanFile:
     dark: np.ndarray | None
     monitor: np.ndarray | None
     good_pixel_counts: float
+    detector_shape: tuple[int, int] | None = None  # as stored, when it differs from frame_shape
+
+    @property
+    def _padding(self) -> tuple[tuple[int, int], tuple[int, int]]:
+        """((before, after) rows, (before, after) columns) that pad the stored frames to frame_shape."""
+        stored = self.detector_shape or self.frame_shape
+        return tuple(_centred_padding(m, n) for m, n in zip(stored, self.frame_shape))
 
     @classmethod
     def open(cls, path) -> ScanFile:
@@ -110,7 +123,7 @@ class ScanFile:
         unique, inverse = np.unique(indices, return_inverse=True)
         try:
             with h5py.File(self.path, "r") as f:
-                raw = f[self.data_path][unique] if unique.size else np.zeros((0,) + self.frame_shape)
+                raw = f[self.data_path][unique] if unique.size else np.zeros((0,) + (self.detector_shape or self.frame_shape))
         except OSError as error:
             raise DataError(self.path, f"cannot read frames from /{self.data_path} ({error})") from None
         return self._correct(raw)[inverse]
@@ -130,6 +143,8 @@ class ScanFile:
 
     def _correct(self, raw) -> np.ndarray:
         frames = np.asarray(raw, dtype=np.float32)
+        if self.detector_shape is not None:
+            frames = np.pad(frames, ((0, 0),) + self._padding)
         if self.dark is not None:
             frames = np.maximum(frames - self.dark, 0.0)
         return np.where(self.bad_pixels, np.float32(0.0), frames)
@@ -174,6 +189,13 @@ def _read_scan(path: Path, f: h5py.File) -> ScanFile:
             raise DataError(path, f"/{cxi.MONITOR_PATH} has non-positive or non-finite values")
 
     total = _check_counts(path, data, bad_pixels, dark)
+    detector_shape = None
+    if ny != nx and np.isclose(*detector_pixel_m, rtol=GEOMETRY_RTOL, atol=0):
+        detector_shape, n = (ny, nx), max(ny, nx)
+        padding = (_centred_padding(ny, n), _centred_padding(nx, n))
+        bad_pixels = np.pad(bad_pixels, padding, constant_values=True)
+        dark = None if dark is None else np.pad(dark, padding)
+        ny = nx = n
     return ScanFile(
         path=path,
         data_path=data_path,
@@ -187,7 +209,14 @@ def _read_scan(path: Path, f: h5py.File) -> ScanFile:
         dark=dark,
         monitor=monitor,
         good_pixel_counts=total,
+        detector_shape=detector_shape,
     )
+
+
+def _centred_padding(stored: int, padded: int) -> tuple[int, int]:
+    """(before, after) that move index ``stored // 2`` (the zero frequency) to ``padded // 2``."""
+    before = padded // 2 - stored // 2
+    return before, padded - stored - before
 
 
 def _require(path, f, candidates) -> str:
@@ -415,7 +444,7 @@ def _check_consistent(scans: list[ScanFile]) -> None:
     first = scans[0]
     for scan in scans:
         for what, value, reference in (
-            ("frame shape", scan.frame_shape, first.frame_shape),
+            ("frame shape", scan.detector_shape or scan.frame_shape, first.detector_shape or first.frame_shape),
             ("detector distance (m)", scan.distance_m, first.distance_m),
             ("detector pixel size (y, x) (m)", scan.detector_pixel_m, first.detector_pixel_m),
         ):
@@ -425,5 +454,6 @@ def _check_consistent(scans: list[ScanFile]) -> None:
         if not np.isclose(dy, dx, rtol=GEOMETRY_RTOL, atol=0):
             raise DataError(
                 scan.path,
-                f"non-square real-space pixels ({dy:.4g} m x {dx:.4g} m): ptyjax needs square frames and equal x/y detector pixels",
+                f"non-square real-space pixels ({dy:.4g} m x {dx:.4g} m): detector pixels of "
+                f"{scan.detector_pixel_m[0]:.4g} m x {scan.detector_pixel_m[1]:.4g} m; ptyjax needs equal x/y detector pixels",
             )

@@ -220,6 +220,35 @@ def test_non_square_pixels_rejected(tmp_path):
         Dataset.open(tmp_path)
 
 
+def test_rectangular_frames_are_padded_square_with_masked_pixels(tmp_path):
+    """A 6 x 8 detector (square pixels) reads as 8 x 8 frames: zero frequency (index m // 2) moved to
+    n // 2, the padding rows bad, a bad pixel and the dark frame kept in place, the real-space pixel
+    lambda z / (8 p) in both directions; the counts are those of the stored frames."""
+    frames = make_frames()[:, 1:7, :]  # (7, 6, 8)
+    frames[:, 3, 4] = 1000  # zero frequency of the stored frames
+    mask = np.zeros((6, 8), np.uint8)
+    mask[0, 1] = 1
+    dark = np.full((6, 8), 2.0)
+    scan = ScanFile.open(write_raw_cxi(tmp_path / "a.cxi", frames=frames, mask=mask, dark=dark))
+    assert scan.frame_shape == (8, 8) and scan.detector_shape == (6, 8)
+    read = scan.read_frames(np.arange(N_FRAMES))
+    assert read.shape == (N_FRAMES, 8, 8)
+    np.testing.assert_array_equal(read[:, 4, 4], 998.0)
+    np.testing.assert_array_equal(read[:, 1:7][:, mask == 0], np.maximum(frames - 2.0, 0)[:, mask == 0])
+    expected_bad = np.ones((8, 8), bool)
+    expected_bad[1:7] = mask != 0
+    np.testing.assert_array_equal(scan.bad_pixels, expected_bad)
+    assert np.all(read[:, expected_bad] == 0)
+    np.testing.assert_array_equal(np.concatenate([c for _, c in scan.iter_chunks(3)]), read)
+    wavelength = HC / 6539.0
+    np.testing.assert_allclose(scan.pixel_size_m, wavelength * DISTANCE_M / (8 * PIXEL_M), rtol=1e-9)
+    assert scan.total_counts() == pytest.approx(np.maximum(frames - 2.0, 0)[:, mask == 0].sum())
+    # Rectangular frames of the other orientation are another detector geometry.
+    write_raw_cxi(tmp_path / "b.cxi", frames=np.swapaxes(frames, 1, 2), energy_j=6550.0 * EV)
+    with pytest.raises(DataError, match="b.cxi.*frame shape"):
+        Dataset.open(tmp_path)
+
+
 def test_energy_written_in_ev_rejected(tmp_path):
     path = write_raw_cxi(tmp_path / "a.cxi", energy_j=6539.0)
     with pytest.raises(DataError, match="source_1/energy.*joules"):

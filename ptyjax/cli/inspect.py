@@ -38,6 +38,7 @@ def summary(dataset: Dataset) -> dict:
         "energies_ev": dataset.energies_ev.tolist(),
         "n_frames": dataset.n_frames.tolist(),
         "frame_shape": list(dataset.frame_shape),
+        "detector_shape": list(dataset.scans[0].detector_shape or dataset.frame_shape),
         "pixel_size_m": dataset.pixel_sizes_m.tolist(),
         "scan_extent_m": [s.scan_extent_m.tolist() for s in dataset.scans],
         "masked_pixels": [int(s.bad_pixels.sum()) for s in dataset.scans],
@@ -51,12 +52,13 @@ def summary(dataset: Dataset) -> dict:
 def format_table(info: dict) -> str:
     """Human-readable table of a :func:`summary`."""
     edge_of = {i: name for name, members in info["edges"].items() for i in members}
-    ny, nx = info["frame_shape"]
+    ny, nx = info.get("detector_shape", info["frame_shape"])
+    padded = "" if [ny, nx] == info["frame_shape"] else " (padded to {} x {} with masked pixels)".format(*info["frame_shape"])
     py, px = info["detector_pixel_m"]
     groups = ", ".join(f"{name} ({len(members)})" for name, members in info["edges"].items())
     lines = [
         f"{len(info['files'])} energies; edges: {groups}",
-        f"detector: {ny} x {nx} frames, distance {info['detector_distance_m']:.4g} m, "
+        f"detector: {ny} x {nx} frames{padded}, distance {info['detector_distance_m']:.4g} m, "
         f"pixel {py * 1e6:.4g} x {px * 1e6:.4g} um",
         "",
         f"{'#':>3} {'energy (eV)':>11} {'edge':>5} {'frames':>6} {'pixel (nm)':>10} "
