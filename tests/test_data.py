@@ -249,6 +249,18 @@ def test_rectangular_frames_are_padded_square_with_masked_pixels(tmp_path):
         Dataset.open(tmp_path)
 
 
+def test_centred_frames_pass_the_centring_check_with_a_beamstop(tmp_path):
+    """The centring check accepts a centred far-field pattern whose direct beam is masked (a
+    beamstop over the central 2 x 2 pixels) and rejects the same frames in FFT order."""
+    y, x = np.indices((NY, NX)) - np.array([NY // 2, NX // 2])[:, None, None]
+    frames = np.random.default_rng(1).poisson(np.broadcast_to(500.0 / (1.0 + x**2 + y**2), (N_FRAMES, NY, NX)))
+    beamstop = np.zeros((NY, NX), np.uint8)
+    beamstop[3:5, 3:5] = 1
+    ScanFile.open(write_raw_cxi(tmp_path / "centred.cxi", frames=frames, mask=beamstop))
+    with pytest.raises(DataError, match="shifted.cxi.*not centred"):
+        ScanFile.open(write_raw_cxi(tmp_path / "shifted.cxi", frames=np.fft.ifftshift(frames, axes=(1, 2)), mask=np.fft.ifftshift(beamstop)))
+
+
 def test_energy_written_in_ev_rejected(tmp_path):
     path = write_raw_cxi(tmp_path / "a.cxi", energy_j=6539.0)
     with pytest.raises(DataError, match="source_1/energy.*joules"):

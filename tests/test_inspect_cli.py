@@ -63,6 +63,14 @@ def _truncated(path):
     path.write_bytes(data[: len(data) // 2])
 
 
+def _airy_frames(fft_order=False):
+    """Frames of a centred far-field disc (an aperture's Fraunhofer pattern), or in FFT order."""
+    y, x = np.indices((NY, NX)) - np.array([NY // 2, NX // 2])[:, None, None]
+    disc = 1000.0 * np.exp(-(x**2 + y**2) / 4.0) + 1.0
+    frames = np.random.default_rng(0).poisson(np.broadcast_to(disc, (7, NY, NX))).astype(np.float32)
+    return np.fft.ifftshift(frames, axes=(1, 2)) if fft_order else frames
+
+
 def _write_pair(folder, second_energy_ev=6550.0, **second):
     write_raw_cxi(folder / "first.cxi", energy_j=6539.0 * EV)
     write_raw_cxi(folder / "second.cxi", energy_j=second_energy_ev * EV, **second)
@@ -78,6 +86,8 @@ BAD_INPUTS = [
      "bad.cxi", "non-finite counts (NaN or inf) in frame 4"),
     ("negative counts", lambda d: write_raw_cxi(d / "bad.cxi", frames=_frames_with(-3.0, 2)),
      "bad.cxi", "negative counts in frame 2"),
+    ("frames in FFT order", lambda d: write_raw_cxi(d / "bad.cxi", frames=_airy_frames(fft_order=True)),
+     "bad.cxi", "the frames are not centred on the zero frequency"),
     ("wrong mask shape", lambda d: write_raw_cxi(d / "bad.cxi", mask=np.zeros((NY, NX + 1))),
      "bad.cxi", "/entry_1/instrument_1/detector_1/mask has shape (8, 9)"),
     ("zero distance", lambda d: write_raw_cxi(d / "bad.cxi", distance_m=0.0),
