@@ -168,6 +168,7 @@ def _read_scan(path: Path, f: h5py.File) -> ScanFile:
     distance_m = _positive_scalar(path, f, cxi.DISTANCE_PATH)
     detector_pixel_m = (_positive_scalar(path, f, cxi.Y_PIXEL_PATH), _positive_scalar(path, f, cxi.X_PIXEL_PATH))
 
+    translation_name = _require(path, f, cxi.TRANSLATION_PATHS)
     translation = _read_translation(path, f, data_path, n_frames)
     # CXI translation columns are (x, y, z) of the sample; the probe moves the other way: (y, x) = -(t_y, t_x).
     probe_positions_m = -translation[:, [1, 0]]
@@ -197,7 +198,7 @@ def _read_scan(path: Path, f: h5py.File) -> ScanFile:
         bad_pixels = np.pad(bad_pixels, padding, constant_values=True)
         dark = None if dark is None else np.pad(dark, padding)
         ny = nx = n
-    return ScanFile(
+    scan = ScanFile(
         path=path,
         data_path=data_path,
         energy_ev=energy_j / JOULE_PER_EV,
@@ -212,6 +213,30 @@ def _read_scan(path: Path, f: h5py.File) -> ScanFile:
         good_pixel_counts=total,
         detector_shape=detector_shape,
     )
+    _check_overlap(scan, translation_name)
+    return scan
+
+
+def _check_overlap(scan: ScanFile, name: str) -> None:
+    """Raise unless neighbouring probe positions overlap: the median distance from each position to
+    its nearest neighbour must be shorter than a frame's field of view (``n`` real-space pixels),
+    else no two frames share illuminated area and there is no ptychography. Translations written in
+    micrometres or millimetres instead of metres fail here (and would otherwise ask for an object
+    grid of astronomical size)."""
+    if scan.n_frames < 2:
+        return
+    from scipy.spatial import cKDTree
+
+    distance, _ = cKDTree(scan.probe_positions_m).query(scan.probe_positions_m, k=2)
+    step = float(np.median(distance[:, 1]))
+    field = float(scan.frame_shape[0] * np.min(scan.pixel_size_m))
+    if step >= field:
+        raise DataError(
+            scan.path,
+            f"/{name}: neighbouring positions are {step:.3g} m apart (median), more than a frame's field of view "
+            f"({field:.3g} m = {scan.frame_shape[0]} pixels of {np.min(scan.pixel_size_m):.3g} m), so the frames do not "
+            "overlap. CXI translations are in metres: micrometres or millimetres written as metres?",
+        )
 
 
 def _centred_padding(stored: int, padded: int) -> tuple[int, int]:

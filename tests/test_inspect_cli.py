@@ -88,6 +88,8 @@ BAD_INPUTS = [
      "bad.cxi", "negative counts in frame 2"),
     ("frames in FFT order", lambda d: write_raw_cxi(d / "bad.cxi", frames=_airy_frames(fft_order=True)),
      "bad.cxi", "the frames are not centred on the zero frequency"),
+    ("translations in micrometres", lambda d: write_raw_cxi(d / "bad.cxi", translation=make_translation() * 1e6),
+     "bad.cxi", "translation: neighbouring positions are"),
     ("wrong mask shape", lambda d: write_raw_cxi(d / "bad.cxi", mask=np.zeros((NY, NX + 1))),
      "bad.cxi", "/entry_1/instrument_1/detector_1/mask has shape (8, 9)"),
     ("zero distance", lambda d: write_raw_cxi(d / "bad.cxi", distance_m=0.0),
