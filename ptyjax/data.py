@@ -33,6 +33,9 @@ DUPLICATE_ENERGY_EV = 1e-3
 GEOMETRY_RTOL = 1e-6
 # Frames per read when scanning a whole file: about this many bytes of float32 at a time.
 CHUNK_BYTES = 8 * 2**20  # bounds the temporary copies of a validation or mean-pattern pass (~4 per chunk)
+# Smallest median step between neighbouring scan positions, in real-space pixels: real scans step by
+# a fraction of the probe (many pixels); a step of a tenth of a pixel means wrong length units.
+MIN_STEP_PX = 0.1
 # Default edges to group energies by: the K edges of the 3d transition metals (battery cathodes,
 # catalysts). Their edges are >= 499 eV apart, wider than EDGE_WINDOW_EV, so groups never overlap.
 DEFAULT_EDGES = tuple(f"{element}_K" for element in ("Ti", "V", "Cr", "Mn", "Fe", "Co", "Ni", "Cu", "Zn"))
@@ -218,24 +221,27 @@ def _read_scan(path: Path, f: h5py.File) -> ScanFile:
 
 
 def _check_overlap(scan: ScanFile, name: str) -> None:
-    """Raise unless neighbouring probe positions overlap: the median distance from each position to
-    its nearest neighbour must be shorter than a frame's field of view (``n`` real-space pixels),
-    else no two frames share illuminated area and there is no ptychography. Translations written in
-    micrometres or millimetres instead of metres fail here (and would otherwise ask for an object
-    grid of astronomical size)."""
+    """Raise unless the scan's step suits its frames: the median distance from each probe position to
+    its nearest neighbour must be shorter than a frame's field of view (``n`` real-space pixels), else
+    no two frames share illuminated area and there is no ptychography, and at least
+    :data:`MIN_STEP_PX` real-space pixels, else the positions nearly coincide. Translations, detector
+    distance or pixel pitch written in micrometres or millimetres instead of metres fail here (and
+    would otherwise ask for an object grid of astronomical size, or collapse the scan into a pixel)."""
     if scan.n_frames < 2:
         return
     from scipy.spatial import cKDTree
 
     distance, _ = cKDTree(scan.probe_positions_m).query(scan.probe_positions_m, k=2)
-    step = float(np.median(distance[:, 1]))
-    field = float(scan.frame_shape[0] * np.min(scan.pixel_size_m))
-    if step >= field:
+    step, pixel = float(np.median(distance[:, 1])), float(np.min(scan.pixel_size_m))
+    field = scan.frame_shape[0] * pixel
+    if step >= field or step < MIN_STEP_PX * pixel:
+        problem = ("more than a frame's field of view, so the frames do not overlap" if step >= field
+                   else f"less than {MIN_STEP_PX:g} of a pixel, so the positions nearly coincide")
         raise DataError(
             scan.path,
-            f"/{name}: neighbouring positions are {step:.3g} m apart (median), more than a frame's field of view "
-            f"({field:.3g} m = {scan.frame_shape[0]} pixels of {np.min(scan.pixel_size_m):.3g} m), so the frames do not "
-            "overlap. CXI translations are in metres: micrometres or millimetres written as metres?",
+            f"/{name}: neighbouring positions are {step:.3g} m apart (median), {step / pixel:.3g} real-space pixels of "
+            f"{pixel:.3g} m (from the energy, detector distance and pixel pitch; a frame is {scan.frame_shape[0]} pixels): "
+            f"{problem}. CXI lengths are in metres: translations, distance or pixel pitch written in mm or um?",
         )
 
 

@@ -90,6 +90,8 @@ BAD_INPUTS = [
      "bad.cxi", "the frames are not centred on the zero frequency"),
     ("translations in micrometres", lambda d: write_raw_cxi(d / "bad.cxi", translation=make_translation() * 1e6),
      "bad.cxi", "translation: neighbouring positions are"),
+    ("distance in millimetres", lambda d: write_raw_cxi(d / "bad.cxi", distance_m=1500.0),
+     "bad.cxi", "so the positions nearly coincide"),
     ("wrong mask shape", lambda d: write_raw_cxi(d / "bad.cxi", mask=np.zeros((NY, NX + 1))),
      "bad.cxi", "/entry_1/instrument_1/detector_1/mask has shape (8, 9)"),
     ("zero distance", lambda d: write_raw_cxi(d / "bad.cxi", distance_m=0.0),
