@@ -53,8 +53,8 @@ class ScanFile:
     Units: ``energy_ev`` eV; ``distance_m``, ``detector_pixel_m`` (y, x) and ``probe_positions_m``
     (N, 2) (y, x) in metres. ``probe_positions_m = -translation`` (CXI stores the sample motion).
     ``bad_pixels`` (ny, nx) bool, True = bad (non-zero in the CXI mask; all False without one).
-    ``dark`` (ny, nx) float32 or None; ``monitor`` (N,) or None: exposed, never applied by
-    :meth:`read_frames`.
+    ``dark`` (ny, nx) float32 or None; ``monitor`` (N,) or None: not applied by :meth:`read_frames`;
+    the engine models it (:attr:`relative_flux`).
 
     Rectangular detector frames (``detector_shape``, e.g. a 2:1 module) with square detector pixels
     are padded symmetrically to a square ``frame_shape`` (n = the larger side) with bad pixels, so
@@ -102,6 +102,15 @@ class ScanFile:
     @property
     def has_monitor(self) -> bool:
         return self.monitor is not None
+
+    @property
+    def relative_flux(self) -> np.ndarray:
+        """(N,) each frame's incident flux relative to the scan's mean: ``monitor / mean(monitor)``,
+        ones without a monitor. The engine models frame ``i`` as ``relative_flux[i]`` times the
+        mean-flux intensity (:attr:`ptyjax.fit.Problem.flux`)."""
+        if self.monitor is None:
+            return np.ones(self.n_frames)
+        return self.monitor / self.monitor.mean()
 
     @property
     def pixel_size_m(self) -> np.ndarray:

@@ -106,7 +106,7 @@ class Problem:
     """A dataset laid out for the engine: padded frame arrays on the device and the geometry."""
 
     energies_ev: np.ndarray
-    frames: jax.Array  # (E, P, N, N) float32 photons, or a source with .batch(indices) -> (E, B, N, N)
+    frames: jax.Array  # (E, P, N, N) float32 photons / flux, or a source with .batch(indices) -> (E, B, N, N)
     pixel_weight: jax.Array  # (E, 1, N, N): 0 for bad pixels
     point_valid: np.ndarray  # (E, P) bool: False for padding
     nominal_m: np.ndarray  # (E, P, 2) nominal probe positions (y, x), m
@@ -115,6 +115,19 @@ class Problem:
     geometry: FrameGeometry
     mean_patterns: np.ndarray  # (E, N, N) mean frame, bad pixels included as measured
     bad_pixels: np.ndarray  # (E, N, N) bool
+    # (E, P) incident flux of each frame relative to its energy's mean (the CXI monitor; 1 without
+    # one, and for padding). Frames are stored divided by it and weighted by it in the loss, which is
+    # the exact likelihood of a model intensity flux * |psi|^2 for both noise models:
+    # flux (sqrt(I_m) - sqrt(I / flux))^2 = (sqrt(flux I_m) - sqrt(I))^2, and likewise for Poisson up
+    # to a constant.
+    flux: np.ndarray | None = None
+
+    def point_weights(self, indices, weights):
+        """Loss weight (E, B) of the points ``indices`` (E, B): ``weights`` (1 real, 0 padding) times
+        their relative flux."""
+        if self.flux is None:
+            return weights
+        return weights * np.take_along_axis(self.flux, np.asarray(indices), axis=1).astype(np.float32)
 
     @property
     def n_energies(self):
@@ -145,6 +158,7 @@ class Problem:
             geometry=FrameGeometry.create(self.native_pixel_size[e] / self.grid.pixel_size, self.geometry.frame_size),
             mean_patterns=self.mean_patterns[e],
             bad_pixels=self.bad_pixels[e],
+            flux=None if self.flux is None else self.flux[e][:, p],
         )
 
 
@@ -164,12 +178,14 @@ def prepare(dataset, pixel_size_m: float | None = None, stream: bool = False) ->
     p_max = int(n_points.max())
     nominal = np.zeros((len(dataset), p_max, 2))
     valid = np.zeros((len(dataset), p_max), bool)
+    flux = np.ones((len(dataset), p_max))
     bad = np.stack([np.asarray(s.bad_pixels, bool) for s in dataset.scans])
     for e in range(len(dataset)):
         k = n_points[e]
         nominal[e, :k] = dataset.positions_m(e)
         nominal[e, k:] = nominal[e, :1]
         valid[e, :k] = True
+        flux[e, :k] = dataset.scans[e].relative_flux
     if stream:
         from .streaming import StreamedFrames, mean_patterns
 
@@ -177,7 +193,7 @@ def prepare(dataset, pixel_size_m: float | None = None, stream: bool = False) ->
     else:
         frames = np.zeros((len(dataset), p_max, n_y, n_x), np.float32)
         for e in range(len(dataset)):
-            frames[e, : n_points[e]] = dataset.load_all(e)
+            frames[e, : n_points[e]] = dataset.load_all(e) / flux[e, : n_points[e], None, None]
         mean = frames.sum(axis=1) / n_points[:, None, None]
         frames = jnp.asarray(frames)
     scale = native / dx0
@@ -195,6 +211,7 @@ def prepare(dataset, pixel_size_m: float | None = None, stream: bool = False) ->
         geometry=geometry,
         mean_patterns=mean,
         bad_pixels=bad,
+        flux=flux if np.any(flux != 1.0) else None,
     )
 
 
@@ -622,7 +639,7 @@ def run_fit(problem: Problem, config: FitConfig, params: Reconstruction | None =
                     prefetch(epoch_batches(problem.point_valid, config.batch_size, config.seed, epoch + 1)[0][0])
                 params, opt_state, point_curvature, data, prior = _step(
                     engine, optimizer, params, opt_state, point_curvature, frames, pixel_weight, point_valid,
-                    place(indices[b]), place(weights[b]), jnp.float32(step_scale),
+                    place(indices[b]), place(problem.point_weights(indices[b], weights[b])), jnp.float32(step_scale),
                     jnp.float32(epoch >= config.prior_start_epoch), jnp.int32(position_mode(config, epoch)),
                 )
                 total += data + prior
@@ -718,7 +735,7 @@ def trial_losses(problem: Problem, config: FitConfig, defocus_m) -> np.ndarray:
     indices, weights = epoch_batches(problem.point_valid, config.batch_size, config.seed, 0)
     total = 0.0
     for b in range(indices.shape[0]):
-        weight = problem.pixel_weight * jnp.asarray(weights[b])[..., None, None]
+        weight = problem.pixel_weight * jnp.asarray(problem.point_weights(indices[b], weights[b]))[..., None, None]
         total = total + _energy_losses(engine, params, problem.batch_frames(indices[b]), weight, jnp.asarray(indices[b]))
     total = np.asarray(total, np.float64) / indices.shape[0]
     return np.where(np.isfinite(total), total, np.inf)

@@ -80,7 +80,8 @@ class StreamedFrames:
         for row, e in enumerate(energies):
             scan = self.scans[e]
             real = indices[e] < scan.n_frames
-            out[row, real] = scan.read_frames(indices[e][real])
+            # Divided by the frames' relative flux, as the in-memory frames (ptyjax.fit.Problem.flux).
+            out[row, real] = scan.read_frames(indices[e][real]) / scan.relative_flux[indices[e][real], None, None]
         return out
 
     def load(self, indices) -> jax.Array:
@@ -120,14 +121,16 @@ def _key(indices):
 
 
 def mean_patterns(dataset) -> np.ndarray:
-    """(E, N, N) float32: each energy's mean frame in photons, summed chunk by chunk (float64).
+    """(E, N, N) float32: each energy's mean frame in photons (frames divided by their relative flux, as the
+    engine sees them), summed chunk by chunk (float64).
 
     Bad pixels included as read (zero), as for the in-memory mean of :func:`ptyjax.fit.prepare`.
     """
     means = []
     for scan in dataset.scans:
         total = np.zeros(scan.frame_shape, np.float64)
-        for _, chunk in scan.iter_chunks():
-            total += chunk.sum(axis=0, dtype=np.float64)
+        for start, chunk in scan.iter_chunks():
+            flux = scan.relative_flux[start : start + len(chunk), None, None]
+            total += (chunk / flux).sum(axis=0, dtype=np.float64)
         means.append(total / scan.n_frames)
     return np.stack(means).astype(np.float32)

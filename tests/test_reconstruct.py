@@ -310,3 +310,44 @@ def test_rectangular_detector_frames_reconstruct(tiny_four_energies, tmp_path):
         fit.save_reconstruction(out, fit.reconstruct(dataset, config, progress=False))
         scores[name] = np.median(metrics.compare_to_truth(out, tiny_four_energies / "truth.h5")["nrmse"])
     assert scores["cropped"] < 1.3 * scores["full"], scores
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["in-memory", "streamed"])
+def test_monitor_flux_changes_are_modelled(tiny_four_energies, tmp_path, stream):
+    """Frames recorded at an incident flux that changes from frame to frame by 0.4-1.6x (a Poisson
+    draw at that flux) reconstruct as well as the constant-flux data when the CXI monitor records the
+    flux: the engine models each frame as flux x |psi|^2. Without the monitor the same frames
+    reconstruct much worse (the flux changes read as object contrast). Median NRMSE measured 0.022
+    (constant flux), 0.024 (monitor; the redraw adds noise), 0.22 (monitor ignored), in memory and
+    streamed alike."""
+    import shutil
+
+    import h5py
+
+    from ptyjax.cxi import DATA_PATHS, MONITOR_PATH
+
+    rng = np.random.default_rng(3)
+    folders = {"with monitor": tmp_path / "monitor", "no monitor": tmp_path / "plain"}
+    for label, folder in folders.items():
+        shutil.copytree(tiny_four_energies, folder)
+    for path in folders["with monitor"].glob("*.cxi"):
+        with h5py.File(path, "r+") as f:
+            name = next(n for n in DATA_PATHS if n in f and not isinstance(f.get(n, getlink=True), h5py.SoftLink))
+            frames = f[name][()].astype(np.float64)
+            flux = rng.uniform(0.4, 1.6, len(frames))
+            # The simulated counts are a Poisson draw at flux 1; at flux s the expected counts scale by s.
+            varied = rng.poisson(frames * flux[:, None, None]).astype(np.float32)
+            del f[name]
+            f[name] = varied
+            f[MONITOR_PATH] = 2e5 * flux
+        with h5py.File(folders["no monitor"] / path.name, "r+") as g, h5py.File(path, "r") as f:
+            del g[name]
+            g[name] = f[name][()]
+    config = fit.FitConfig(epochs=15, batch_size=12)
+    scores = {}
+    for label, folder in {"constant flux": tiny_four_energies, **folders}.items():
+        out = tmp_path / f"{label}.h5"
+        fit.save_reconstruction(out, fit.reconstruct(Dataset.open(folder), config, progress=False, stream=stream))
+        scores[label] = np.median(metrics.compare_to_truth(out, tiny_four_energies / "truth.h5")["nrmse"])
+    assert scores["with monitor"] < 1.2 * scores["constant flux"], scores
+    assert scores["no monitor"] > 1.4 * scores["with monitor"], scores
