@@ -167,24 +167,26 @@ def _maclaurin_sums(energy_ev, values):
 def kramers_kronig_f1(energy_ev, f2):
     """Anomalous ``f'`` (electrons) from ``f''`` on a uniform energy grid (eV) by Kramers-Kronig.
 
-    ``f'(E) = (2/pi) P int_0^inf E' f''(E') / (E'^2 - E^2) dE'``, with the integral restricted to the
-    given grid (Ohta-Ishida Maclaurin quadrature, error O(h^2)). Accurate for ``f''`` that vanishes
-    towards both ends of the grid (e.g. a difference of two edge models); the result then also excludes
-    Z and relativistic constants.
+    ``f'(E) = (2/pi) P int_0^inf E' f''(E') / (E^2 - E'^2) dE'`` (Henke, Gullikson & Davis, At. Data
+    Nucl. Data Tables 54, 181 (1993)): absorption above ``E`` lowers ``f'``, so ``f'`` dips at an
+    absorption edge, as Chantler's tables do. The integral is restricted to the given grid (Ohta-Ishida
+    Maclaurin quadrature, error O(h^2)). Accurate for ``f''`` that vanishes towards both ends of the
+    grid (e.g. a difference of two edge models); the result then also excludes Z and relativistic
+    constants.
     """
     a, b, step = _maclaurin_sums(energy_ev, f2)
-    # E'/(E'^2 - E^2) = (1/2) [1/(E' - E) + 1/(E' + E)], Maclaurin weight 2h.
-    return (2.0 / np.pi) * step * (a + b)
+    # E'/(E^2 - E'^2) = -(1/2) [1/(E' - E) + 1/(E' + E)], Maclaurin weight 2h.
+    return -(2.0 / np.pi) * step * (a + b)
 
 
 def kramers_kronig_f2(energy_ev, f1):
     """Inverse of :func:`kramers_kronig_f1`: ``f''`` from the anomalous ``f'`` on a uniform grid (eV).
 
-    ``f''(E) = -(2E/pi) P int_0^inf f'(E') / (E'^2 - E^2) dE'``, same quadrature and restrictions.
+    ``f''(E) = -(2E/pi) P int_0^inf f'(E') / (E^2 - E'^2) dE'``, same quadrature and restrictions.
     """
     a, b, step = _maclaurin_sums(energy_ev, f1)
-    # 2E/(E'^2 - E^2) = 1/(E' - E) - 1/(E' + E), Maclaurin weight 2h.
-    return -(2.0 / np.pi) * step * (a - b)
+    # 2E/(E^2 - E'^2) = -[1/(E' - E) - 1/(E' + E)], Maclaurin weight 2h.
+    return (2.0 / np.pi) * step * (a - b)
 
 
 # ---------------------------------------------------------------------------------------------------
