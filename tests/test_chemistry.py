@@ -177,6 +177,49 @@ def test_electron_density():
 # --- whole stack and CLI ------------------------------------------------------------------------------
 
 
+def test_phase_model_is_the_kramers_kronig_partner_of_the_od_model():
+    """xanes_phase_model's edge term is -(J/2) times the numerical Kramers-Kronig transform (f'' -> f',
+    physics.kramers_kronig_f1) of xanes_model's edge shape, up to a line, within 1 % of its range over
+    the fit window (the step is tapered to zero 700-1500 eV above the edge so the transform converges)."""
+    e_tab = ch._tabulated_edge("Mn")
+    truth = np.array([0.3, 1e-3, 0.08, 6551.0 - e_tab, 1.8, 0.4, 3.0, 4.0, 4e-3, 0.0, 0.0])
+    energy = np.arange(e_tab - 1500.0, e_tab + 1500.0, 0.02)
+    e = energy - e_tab
+    shape = (np.asarray(ch.xanes_model(jnp.asarray(truth), jnp.asarray(e))) - truth[0] - truth[1] * e) / truth[2]
+    taper = np.clip((energy.max() - energy) / 700.0, 0.0, 1.0)
+    peak = ph.gaussian_peak(energy, 6551.0 + 3.0, 4.0)
+    numerical = -0.5 * truth[2] * ph.kramers_kronig_f1(energy, (shape - truth[5] * peak) * taper + truth[5] * peak)
+    analytic = np.asarray(ch.xanes_phase_model(jnp.asarray(truth), jnp.asarray(e)), np.float64)
+    window = (e > 6551.0 - e_tab - 30.0) & (e < 6551.0 - e_tab + 50.0)
+    difference = (numerical - analytic)[window]
+    design = np.vander(e[window], 2)
+    difference -= design @ np.linalg.lstsq(design, difference, rcond=None)[0]
+    assert np.max(np.abs(difference)) < 0.01 * np.ptp(analytic[window])
+
+
+def test_joint_od_phase_fit_sharpens_the_edge_energy():
+    """One edge seen in OD and phase (phase = -(J/2) x its Kramers-Kronig partner plus a line), with
+    white noise of the same size in log-amplitude and phase (so sigma_OD = 2 sigma_phase), 400
+    repeats: the joint fit's E0 errors are calibrated, and its E0 and jump scatter are below the
+    OD-only fit's (measured ratios 0.70 and 0.67; sampling error 3.5 %). Both fits read E0 0.008 eV
+    high (float32 and the model's nonlinearity), far below the scatter (0.045-0.063 eV)."""
+    rng = np.random.default_rng(4)
+    e_tab = ch._tabulated_edge("Mn")
+    energy = _grid(6548.0)
+    truth = np.array([0.3, 1e-3, 0.08, 6548.0 - e_tab, 1.16, 0.4, 3.0, 4.0, -2e-3, -0.5, 2e-4], np.float32)
+    e = jnp.asarray(energy - e_tab)
+    od = np.asarray(ch.xanes_model(jnp.asarray(truth), e)) + rng.normal(0.0, 0.004, (400, len(energy)))
+    phase = np.asarray(ch.xanes_phase_model(jnp.asarray(truth), e)) + rng.normal(0.0, 0.002, (400, len(energy)))
+    alone = ch.fit_edge(energy, od, "Mn", noise=np.full(len(energy), 0.004))
+    joint = ch.fit_edge(energy, od, "Mn", noise=np.concatenate([np.full(len(energy), 0.004), np.full(len(energy), 0.002)]), phase=phase)
+    assert np.isfinite(joint.edge_energy).all()
+    error = joint.edge_energy - 6548.0
+    assert abs(error.mean()) < 0.02
+    assert abs(np.mean(np.abs(error) < joint.edge_energy_std) - 0.68) < 0.08
+    assert error.std() < 0.8 * np.std(alone.edge_energy - 6548.0)
+    assert joint.edge_jump.std() < 0.8 * alone.edge_jump.std()
+
+
 def _results_file(path, n=24, radius=8.0, noise=0.0):
     energy = np.concatenate([_grid(MN.edge_energy_ev, fine=1.5), _grid(NI.edge_energy_ev, fine=1.5)])
     y, x = np.mgrid[:n, :n] - (n - 1) / 2
@@ -337,6 +380,19 @@ def test_analyze_cli_denoise_option(tmp_path):
     assert attrs["denoise"] == "mnf" and attrs["denoise_rank_optical_density"] >= 1
 
 
+def test_analyze_cli_edge_spectra_option(tmp_path):
+    """``--edge-spectra od+phase`` fits the phase too (recorded, and the maps stay right); the default is od."""
+    path = tmp_path / "results.h5"
+    _results_file(path, n=32, radius=12.0, noise=0.003)
+    assert _cli(["analyze", str(path)]) == 0
+    assert results.read_group(path, "chemistry")["attrs"]["edge_spectra"] == "od"
+    assert _cli(["analyze", str(path), "--edge-spectra", "od+phase"]) == 0
+    chem = results.read_group(path, "chemistry")
+    assert chem["attrs"]["edge_spectra"] == "od+phase" and results.read_config(path)["chemistry"]["edge_spectra"] == "od+phase"
+    centre = chem["edge_energy_Mn"][12:20, 12:20]
+    assert abs(np.nanmedian(centre) - MN.edge_energy_ev) < 0.3
+
+
 def test_run_configuration_rejects_analysis_options_that_cannot_run(tmp_path, config_rejects):
     """``ptyjax run --config``: a bad [analyze] option fails when the file is read, naming the file."""
     from ptyjax.pipeline import load_config
@@ -350,7 +406,8 @@ def test_run_configuration_rejects_analysis_options_that_cannot_run(tmp_path, co
                                ('smooth_px = "big"', "smooth_px must be a number >= 0 or 'auto'"),
                                ("smooth_px = -1", "smooth_px must be a number >= 0 or 'auto'"),
                                ('e0_method = "half-jump"\ndenoise = "mnf"', "works with e0_method 'fit' only"),
-                               ('e0_method = "halfjump"', "e0_method must be one of")])
+                               ('e0_method = "halfjump"', "e0_method must be one of"),
+                               ('edge_spectra = "phase"', r"edge_spectra must be one of od, od\+phase")])
 
 
 def test_default_configuration_documents_and_round_trips_every_option(tmp_path):

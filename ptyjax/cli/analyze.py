@@ -24,6 +24,9 @@ def add_parser(subparsers):
                         help="spectral denoising of the particle's spectra before fitting (--e0 fit only): mnf keeps the "
                         "components that stand out of the background's noise and each edge's shift direction "
                         "(default: as `ptyjax run`, none)")
+    parser.add_argument("--edge-spectra", default=None, choices=["od", "od+phase"],
+                        help="spectra the edge fits use (--e0 fit): od, or od+phase jointly, the phase's edge tied to the "
+                        "OD's by Kramers-Kronig (default: as `ptyjax run`, od)")
     parser.add_argument("--mask", default=None, metavar="FILE.npy", help="particle mask (Ny, Nx) bool; default automatic")
     parser.set_defaults(func=run)
     return parser
@@ -45,7 +48,7 @@ def run(args) -> int:
     from ..chemistry import analyze
 
     out = analyze(args.results, edges=args.edges, e0_method=args.e0_method, mask=args.mask, smooth_px=args.smooth,
-                  denoise=args.denoise)
+                  denoise=args.denoise, edge_spectra=args.edge_spectra)
     chem = out["chemistry"]
     print(f"{args.results}: /spectra, /chemistry written ({int(chem['mask'][0].sum())} particle pixels)")
     if "smooth_px_candidates" in out["attrs"]:
