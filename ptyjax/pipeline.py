@@ -214,13 +214,14 @@ def run_pipeline(paths, results_path, config: dict | None = None, truth_path=Non
                  resume: bool = False) -> dict:
     """Reconstruct ``paths`` (CXI files/folders), analyze, cluster and report into ``results_path``.
 
-    Returns a summary dict (final loss, groups found, report page).
+    Returns a summary dict (final loss, groups found, report page). Energies that span no absorption
+    edge (plain ptychography at one energy, or a pre-edge series) with no ``edges`` configured are
+    reconstructed and reported; chemistry and clustering are skipped, and ``summary["skipped"]`` says why.
     """
-    from .chemistry import analyze
+    from .chemistry import analyze, detect_edges
     from .cluster import cluster, write_clustering
     from .data import Dataset
     from .fit import reconstruct, save_reconstruction
-    from .report import write_report
 
     config = config or load_config()
     rec = dict(config["reconstruct"])
@@ -232,6 +233,11 @@ def run_pipeline(paths, results_path, config: dict | None = None, truth_path=Non
     save_reconstruction(results_path, result, extra_config={"model": model, "inputs": [str(f) for f in dataset.files]})
     a = config["analyze"]
     c = config["cluster"]
+    summary = {"results": str(results_path), "final_loss": result.loss_history[-1]}
+    if not a["edges"] and not detect_edges(dataset.energies_ev):
+        summary["skipped"] = (f"analyze and cluster: the energies {dataset.energies_ev.min():.1f}-{dataset.energies_ev.max():.1f} eV "
+                              "span no K edge (name them with [analyze] edges to fit anyway)")
+        return _report(results_path, config, truth_path, summary)
     features = [f for f in c["features"].split(",") if f] or None
     strength = c["spatial_strength"] if c["spatial_strength"] == "auto" else float(c["spatial_strength"])
     clustering = {"features": features, "n_groups": c["n_groups"] or None, "k_range": (1, c["max_groups"]), "seed": c["seed"],
@@ -243,8 +249,14 @@ def run_pipeline(paths, results_path, config: dict | None = None, truth_path=Non
         write_clustering(results_path, clusters, **{k: v for k, v in clustering.items() if k != "features"})
     else:
         clusters = cluster(results_path, **clustering)
-    summary = {"results": str(results_path), "final_loss": result.loss_history[-1], "n_groups": clusters.n_groups,
-               "smooth_px": analysis["attrs"]["smooth_px"]}
+    summary.update(n_groups=clusters.n_groups, smooth_px=analysis["attrs"]["smooth_px"])
+    return _report(results_path, config, truth_path, summary)
+
+
+def _report(results_path, config, truth_path, summary) -> dict:
+    """Write the report (if enabled) and add its page to ``summary``."""
+    from .report import write_report
+
     if config["report"]["enabled"]:
         page = write_report(results_path, results_path.with_suffix("").as_posix() + "_report", truth_path=truth_path)
         summary["report"] = str(page)

@@ -101,3 +101,22 @@ def test_report_says_how_the_maps_were_made():
     auto = _analysis_settings({"e0_method": "fit", "smooth_px": 0.5, "denoise": "none", "smooth_px_candidates": np.array([0.5, 1.0])})
     assert "smoothing 0.5 px (chosen among 0.5, 1 px" in auto
     assert _analysis_settings({}) == ""  # a /chemistry group written by another program
+
+
+def test_run_without_an_absorption_edge_reconstructs_and_reports(tiny_dataset, tmp_path, capsys):
+    """Plain ptychography (one pre-edge energy): `ptyjax run` reconstructs and writes the report, and
+    says that chemistry and clustering were skipped, instead of failing after the reconstruction."""
+    import h5py
+    import shutil
+
+    folder = tmp_path / "one"
+    folder.mkdir()
+    shutil.copy(sorted(tiny_dataset.glob("*.cxi"))[0], folder)
+    config = tmp_path / "short.toml"
+    config.write_text("[reconstruct]\nepochs = 2\n")
+    out = tmp_path / "r.h5"
+    assert cli.main(["run", str(folder), "-o", str(out), "--config", str(config), "--quiet"]) == 0
+    assert "skipped: analyze and cluster" in capsys.readouterr().out
+    with h5py.File(out) as f:
+        assert "reconstruction" in f and "chemistry" not in f
+    assert (tmp_path / "r_report" / "index.html").exists()
