@@ -27,9 +27,9 @@ STAGE_DEFAULTS = {
         # counts mixed boundary pixels as extra groups (demo: 4-6 instead of 3). See README "Chemistry".
         "denoise": ("none", "spectral denoising before fitting (fit method only): none | mnf (noise-adjusted principal components plus each edge's shift direction)"),
         "smooth_px": (1.0, "Gaussian smoothing of spectra before fitting, in pixels (0: none), or 'auto': the candidate whose groups are the most certain (see README)"),
-        # OD only by default: on the small preset's reconstruction the phase adds nothing (its errors are
-        # spatially smooth, so the 1 px smoothing does not reduce them as it does the OD's); on the true
-        # object with white noise it halves the Ni/Mn error. See README "Chemistry".
+        # OD only by default: on the small preset's reconstruction the phase adds no clear gain (its errors
+        # are spatially smooth, so the 1 px smoothing does not reduce them as it does the OD's); on the
+        # true object with white noise it halves the Ni/Mn error. See README "Chemistry".
         "edge_spectra": ("od", "spectra the edge fits use (fit method): od | od+phase (jointly, linked by Kramers-Kronig)"),
     },
     "cluster": {

@@ -146,15 +146,25 @@ def unwrap_phase(wrapped):
 
 
 def phase_stack(obj, background=None):
-    """Unwrapped phase (E, Ny, Nx) float32 in rad. With ``background``, the object is first referenced
-    to it and each energy's unwrapped phase is shifted so the background mean is exactly 0; without,
-    the image border (2 px) plays the background."""
+    """Unwrapped phase (E, Ny, Nx) float32 in rad, referenced to ``background`` (Ny, Nx bool; default
+    the image border, 2 px): each energy's phase less the plane fitted to its background pixels (least
+    squares), so the background reads 0 with no tilt.
+
+    A linear phase ramp is undetermined in ptychography (object times ``exp(i q.r)`` with the probe
+    moved by ``-q`` in the far field predicts the same frames), so each energy's reconstruction carries
+    its own residual ramp. On the small preset's demo reconstruction, removing it halved the phase
+    error inside the particle (1 px smoothed, median over energies 0.0062 -> 0.0034 rad, against
+    0.0038 for the OD); a quadratic surface did no better."""
     obj = np.asarray(obj)
     if background is None:
         background = _border(obj.shape[-2:], 2)
+    background = np.asarray(background, bool)
     obj = background_reference(obj, background)
     phase = unwrap_phase(np.angle(obj))
-    phase -= phase[:, background].mean(axis=1)[:, None, None]
+    y, x = np.indices(background.shape, dtype=np.float64)
+    design = np.stack([np.ones(background.sum()), y[background], x[background]], axis=1)
+    plane, *_ = np.linalg.lstsq(design, phase[:, background].T, rcond=None)  # (3, E)
+    phase -= plane[0][:, None, None] + plane[1][:, None, None] * y + plane[2][:, None, None] * x
     return phase.astype(np.float32)
 
 

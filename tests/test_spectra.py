@@ -56,6 +56,17 @@ def test_background_referencing_and_unwrapping_recover_od_and_phase():
     np.testing.assert_allclose(od, od_true, atol=1e-5)
 
 
+def test_phase_ramp_of_each_energy_is_removed():
+    """Ptychography leaves each energy's linear phase ramp undetermined: a different ramp per energy
+    (up to 0.3 rad per pixel) is removed by the plane fitted to the background, exactly."""
+    obj, _, phase_true, mask = _disk_stack()
+    y, x = np.indices(obj.shape[1:])
+    slopes = np.random.default_rng(0).uniform(-0.3, 0.3, (obj.shape[0], 2))
+    ramped = obj * np.exp(1j * (slopes[:, :1, None] * y + slopes[:, 1:, None] * x))
+    phase = spectra.phase_stack(ramped, spectra.background_region(mask, 3))
+    np.testing.assert_allclose(phase, phase_true, atol=2e-4)
+
+
 def test_particle_mask_finds_the_particle():
     obj, _, phase, truth = _disk_stack()
     mask = spectra.particle_mask(obj)
