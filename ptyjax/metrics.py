@@ -1,4 +1,5 @@
-"""Figures of merit against a known truth: object NRMSE, Fourier ring correlation, position errors."""
+"""Figures of merit: against a known truth (object NRMSE, Fourier ring correlation, position errors,
+chemistry), and the loss trend of a reconstruction (:func:`loss_trend`)."""
 
 from __future__ import annotations
 
@@ -238,3 +239,14 @@ def compare_chemistry_to_truth(results_path, truth_path, erode_px: int = 2) -> d
     except Exception:  # not clustered yet
         pass
     return out
+
+
+def loss_trend(loss_history) -> tuple[float, int]:
+    """(relative fall of the loss per epoch, k) over the last ``k`` = max(2, a tenth of the) epochs:
+    ``(L[-k-1] - L[-1]) / (k L[-1])``. Near 0 when converged; a reconstruction whose loss still falls
+    by tenths of a percent per epoch changes with more epochs. NaN with fewer than 3 epochs."""
+    loss = np.asarray(loss_history, np.float64)
+    k = max(2, loss.size // 10)
+    if loss.size <= k:
+        return float("nan"), k
+    return float((loss[-k - 1] - loss[-1]) / (k * loss[-1])), k

@@ -222,6 +222,7 @@ def run_pipeline(paths, results_path, config: dict | None = None, truth_path=Non
     from .cluster import cluster, write_clustering
     from .data import Dataset
     from .fit import reconstruct, save_reconstruction
+    from .metrics import loss_trend
 
     config = config or load_config()
     rec = dict(config["reconstruct"])
@@ -233,7 +234,9 @@ def run_pipeline(paths, results_path, config: dict | None = None, truth_path=Non
     save_reconstruction(results_path, result, extra_config={"model": model, "inputs": [str(f) for f in dataset.files]})
     a = config["analyze"]
     c = config["cluster"]
-    summary = {"results": str(results_path), "final_loss": result.loss_history[-1]}
+    fall, k = loss_trend(result.loss_history)
+    summary = {"results": str(results_path), "final_loss": result.loss_history[-1],
+               f"loss_fall_per_epoch_last_{k}": f"{100 * fall:.2g} %"}
     if not a["edges"] and not detect_edges(dataset.energies_ev):
         summary["skipped"] = (f"analyze and cluster: the energies {dataset.energies_ev.min():.1f}-{dataset.energies_ev.max():.1f} eV "
                               "span no K edge (name them with [analyze] edges to fit anyway)")

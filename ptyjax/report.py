@@ -17,6 +17,7 @@ import tifffile
 from . import plots
 from .cluster import BOUNDARY_REACH_PX, adjusted_rand_index_inside
 from .errors import DataError
+from .metrics import loss_trend
 from .results import read_group, units_of
 
 TRUTH_DATASET = "phase_label"
@@ -128,7 +129,9 @@ def _reconstruction_section(rec, out, pixel_size):
         body.append("<p>TIFF stacks (float32, one page per energy): " + ", ".join(_link(t) for t in tiffs) + ".</p>")
     if "loss" in rec:
         loss = np.atleast_1d(rec["loss"])
-        body.append(f"<p>Final loss {loss[-1]:.4g} after {loss.size} epochs.</p>")
+        fall, k = loss_trend(loss)
+        trend = "" if not np.isfinite(fall) else f" Over the last {k} epochs it still fell by {100 * fall:.2g} % per epoch."
+        body.append(f"<p>Final loss {loss[-1]:.4g} after {loss.size} epochs.{trend}</p>")
         figures.append(_figure(out, "loss.png", plots.loss_curve(loss), "Reconstruction loss"))
     return _section("Reconstruction", body + figures)
 

@@ -120,3 +120,15 @@ def test_run_without_an_absorption_edge_reconstructs_and_reports(tiny_dataset, t
     with h5py.File(out) as f:
         assert "reconstruction" in f and "chemistry" not in f
     assert (tmp_path / "r_report" / "index.html").exists()
+
+
+def test_loss_trend_reads_the_last_tenth_of_the_epochs():
+    """Relative fall per epoch over the last max(2, n/10) epochs: 1 % per epoch on a geometric tail."""
+    from ptyjax.metrics import loss_trend
+
+    loss = np.concatenate([np.linspace(2.0, 1.1, 10), 1.0 / 0.99 ** np.arange(10)[::-1]])  # tail falls 1 % per epoch
+    fall, k = loss_trend(loss)
+    assert k == 2 and fall == pytest.approx((loss[-3] - loss[-1]) / (2 * loss[-1]))
+    assert fall == pytest.approx(0.01, rel=0.02)
+    assert loss_trend(np.ones(40))[0] == 0.0 and loss_trend(np.ones(40))[1] == 4
+    assert np.isnan(loss_trend([1.0, 0.9])[0])
