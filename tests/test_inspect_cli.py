@@ -23,10 +23,11 @@ def test_inspect_table(tmp_path, capsys):
     mask = np.zeros((NY, NX), bool)
     mask[0, :3] = True
     write_raw_cxi(tmp_path / "mn.cxi", energy_j=6545.0 * EV, mask=mask)
-    write_raw_cxi(tmp_path / "ni.cxi", energy_j=8340.0 * EV)
+    write_raw_cxi(tmp_path / "ni.cxi", energy_j=8340.0 * EV, monitor=np.array([1.0, 1.0, 1.0, 1.0, 1.0, 0.5, 1.5]) * 2e4)
     assert main(["inspect", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert "Mn_K (1), Ni_K (1)" in out
+    assert "monitor in 1 of 2 files: frame flux 0.5-1.5 x each scan's mean" in out
     rows = [line.split() for line in out.splitlines() if line.endswith(".cxi")]
     assert [(r[1], r[2], r[3], r[7]) for r in rows] == [("6545.00", "Mn_K", "7", "3"), ("8340.00", "Ni_K", "7", "0")]
 
@@ -41,6 +42,7 @@ def test_inspect_json_entry_point(tmp_path):
     assert info["n_frames"] == [5, 7] and info["frame_shape"] == [NY, NX]
     assert info["edges"] == {"Mn_K": [0], "Ni_K": [1]}
     assert info["masked_pixels"] == [0, 0] and len(info["scan_extent_m"]) == 2
+    assert info["relative_flux_range"] == [None, None]
     assert info["total_counts"][0] == pytest.approx(make_frames(n=5).sum(dtype=np.float64), rel=1e-12)
 
 

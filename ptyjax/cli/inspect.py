@@ -43,6 +43,10 @@ def summary(dataset: Dataset) -> dict:
         "scan_extent_m": [s.scan_extent_m.tolist() for s in dataset.scans],
         "masked_pixels": [int(s.bad_pixels.sum()) for s in dataset.scans],
         "total_counts": [s.total_counts() for s in dataset.scans],
+        # Per file with a monitor: the smallest and largest frame flux relative to the scan's mean (the
+        # engine models it, ptyjax.data.ScanFile.relative_flux); None without one.
+        "relative_flux_range": [[float(s.relative_flux.min()), float(s.relative_flux.max())] if s.has_monitor else None
+                                for s in dataset.scans],
         "edges": dataset.edges,
         "detector_distance_m": dataset.distance_m,
         "detector_pixel_m": list(dataset.detector_pixel_m),
@@ -71,4 +75,9 @@ def format_table(info: dict) -> str:
             f"{info['pixel_size_m'][i] * 1e9:>10.3f} {ey * 1e6:>8.3f} {ex * 1e6:>8.3f} "
             f"{info['masked_pixels'][i]:>6} {info['total_counts'][i]:>10.4g}  {file}"
         )
+    flux = [(i, r) for i, r in enumerate(info.get("relative_flux_range", [])) if r is not None]
+    if flux:
+        low, high = min(r[0] for _, r in flux), max(r[1] for _, r in flux)
+        lines.append(f"monitor in {len(flux)} of {len(info['files'])} files: frame flux {low:.3g}-{high:.3g} x each scan's mean "
+                     "(modelled in the fit)")
     return "\n".join(lines)
