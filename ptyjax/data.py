@@ -202,7 +202,8 @@ def _read_scan(path: Path, f: h5py.File) -> ScanFile:
         if not np.all(np.isfinite(monitor) & (monitor > 0)):
             raise DataError(path, f"/{cxi.MONITOR_PATH} has non-positive or non-finite values")
 
-    total = _check_counts(path, data, bad_pixels, dark)
+    total, marked = _check_counts(path, data, bad_pixels, dark)
+    bad_pixels = bad_pixels | marked
     detector_shape = None
     if ny != nx and np.isclose(*detector_pixel_m, rtol=GEOMETRY_RTOL, atol=0):
         detector_shape, n = (ny, nx), max(ny, nx)
@@ -318,13 +319,17 @@ def _chunks(data: h5py.Dataset, chunk_frames: int | None = None):
         yield start, data[start : start + chunk_frames]
 
 
-def _check_counts(path, data: h5py.Dataset, bad_pixels, dark) -> float:
-    """Check good pixels for NaN/inf and negative counts (first bad frame reported) and that the
-    frames are centred on the zero frequency (:func:`_check_centred`); total counts."""
+def _check_counts(path, data: h5py.Dataset, bad_pixels, dark) -> tuple[float, np.ndarray]:
+    """Check good pixels for NaN/inf and negative counts (first bad frame reported), for the integer
+    type's maximum (:func:`_marker_pixels`) and that the frames are centred on the zero frequency
+    (:func:`_check_centred`). Returns the total counts and the pixels to mask in addition."""
     good = ~bad_pixels
-    total = 0.0
     pattern = np.zeros(int(good.sum()), np.float64)
+    marker = np.iinfo(data.dtype).max if data.dtype.kind in "iu" else None
+    at_marker = np.zeros(int(good.sum()), np.int64)
     for start, raw in _chunks(data):
+        if marker is not None:
+            at_marker += np.sum(np.asarray(raw)[:, good] == marker, axis=0)
         frames = np.asarray(raw, dtype=np.float32)[:, good]
         for problem, is_bad in (("non-finite counts (NaN or inf)", ~np.isfinite(frames)), ("negative counts", frames < 0)):
             bad_frames = np.flatnonzero(is_bad.any(axis=1))
@@ -333,9 +338,37 @@ def _check_counts(path, data: h5py.Dataset, bad_pixels, dark) -> float:
         if dark is not None:
             frames = np.maximum(frames - dark[good], 0.0)
         pattern += np.sum(frames, axis=0, dtype=np.float64)
-    total = float(pattern.sum())
-    _check_centred(path, data.name, pattern, good)
-    return total
+    extra_bad = np.zeros(bad_pixels.shape, bool)
+    if at_marker.any():
+        extra_bad[good] = _marker_pixels(path, data, at_marker, good, marker)
+        pattern = np.where(extra_bad[good], 0.0, pattern)
+    _check_centred(path, data.name, pattern[~extra_bad[good]], good & ~extra_bad)
+    return float(pattern.sum()), extra_bad
+
+
+def _marker_pixels(path, data: h5py.Dataset, at_marker, good, marker) -> np.ndarray:
+    """Detectors flag gaps and dead pixels with their integer type's maximum (e.g. 65535, 2^32 - 1),
+    which read as counts would be silently wrong. ``at_marker``: frames at ``marker`` per good pixel.
+    A pixel at the marker in every frame is masked (returned True); one at it in some frames only
+    (a saturated or intermittently flagged pixel) raises, as the frames cannot be used as they are."""
+    always = at_marker == data.shape[0]
+    sometimes = (at_marker > 0) & ~always
+    if sometimes.any():
+        where = np.argwhere(_scatter(good, sometimes))[0]
+        raise DataError(
+            path,
+            f"{data.name}: {int(sometimes.sum())} pixels read {marker} (the {data.dtype} maximum, a detector's gap, dead-pixel "
+            f"or saturation marker) in some frames only, e.g. pixel (row {where[0]}, column {where[1]}) in "
+            f"{int(at_marker[sometimes][0])} of {data.shape[0]} frames: add them to the mask or correct the frames",
+        )
+    return always
+
+
+def _scatter(region, values):
+    """(Ny, Nx) array with ``values`` at the True pixels of ``region``, False elsewhere."""
+    out = np.zeros(region.shape, bool)
+    out[region] = values
+    return out
 
 
 def _check_centred(path, name: str, pattern, good) -> None:

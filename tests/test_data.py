@@ -261,6 +261,21 @@ def test_centred_frames_pass_the_centring_check_with_a_beamstop(tmp_path):
         ScanFile.open(write_raw_cxi(tmp_path / "shifted.cxi", frames=np.fft.ifftshift(frames, axes=(1, 2)), mask=np.fft.ifftshift(beamstop)))
 
 
+def test_integer_maximum_marks_gaps_and_fails_where_intermittent(tmp_path):
+    """Detectors mark gaps and dead pixels with the type's maximum: a uint16 column at 65535 in every
+    frame is masked (read as 0, left out of the counts); a pixel at 65535 in some frames only fails,
+    naming it."""
+    frames = make_frames().astype(np.uint16)
+    frames[:, :, 5] = 65535
+    scan = ScanFile.open(write_raw_cxi(tmp_path / "gap.cxi", frames=frames))
+    assert scan.bad_pixels[:, 5].all() and scan.bad_pixels.sum() == NY
+    np.testing.assert_array_equal(scan.read_frames(np.arange(N_FRAMES))[:, :, 5], 0.0)
+    assert scan.total_counts() == pytest.approx(np.delete(frames, 5, axis=2).sum(dtype=np.float64))
+    frames[2:4, 1, 2] = 65535
+    with pytest.raises(DataError, match=r"flagged.cxi.*1 pixels read 65535 .* pixel \(row 1, column 2\) in 2 of 7 frames"):
+        ScanFile.open(write_raw_cxi(tmp_path / "flagged.cxi", frames=frames))
+
+
 def test_energy_written_in_ev_rejected(tmp_path):
     path = write_raw_cxi(tmp_path / "a.cxi", energy_j=6539.0)
     with pytest.raises(DataError, match="source_1/energy.*joules"):
