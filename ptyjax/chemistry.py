@@ -401,7 +401,7 @@ def fit_edge(energy_ev, spectra, element, edge="K", e0_method="fit", noise=None,
     edge signal (as strong as the OD's for a hard X-ray K edge, at half the noise of OD = -2 ln|O|)
     sharpens E0 and the jump. ``noise`` is then the covariance (2E, 2E) (or standard deviations (2E,))
     of the OD and phase spectra concatenated; each spectrum's share is rescaled to the noise its
-    residuals show (one refit), so a phase less accurate than the background suggests counts less.
+    residuals show (up to :data:`REWEIGHT_ROUNDS` refits), so a phase less accurate than the background suggests counts less.
 
     ``noise`` (E,) is the OD noise per energy (e.g. background scatter), or (E, E) its covariance
     (noise correlated between energies, e.g. by a spectral prior: generalised least squares): fit

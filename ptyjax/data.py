@@ -112,6 +112,11 @@ class ScanFile:
             return np.ones(self.n_frames)
         return self.monitor / self.monitor.mean()
 
+    def at_mean_flux(self, frames, indices) -> np.ndarray:
+        """``frames`` (k, ny, nx) of the frame numbers ``indices`` (k,) divided by their
+        :attr:`relative_flux`: the counts each would hold at the scan's mean flux."""
+        return frames / self.relative_flux[np.asarray(indices), None, None]
+
     @property
     def pixel_size_m(self) -> np.ndarray:
         """Real-space pixel size (y, x) in metres, ``lambda z / (N p)``: depends on the energy."""
@@ -181,7 +186,7 @@ def _read_scan(path: Path, f: h5py.File) -> ScanFile:
     detector_pixel_m = (_positive_scalar(path, f, cxi.Y_PIXEL_PATH), _positive_scalar(path, f, cxi.X_PIXEL_PATH))
 
     translation_name = _require(path, f, cxi.TRANSLATION_PATHS)
-    translation = _read_translation(path, f, data_path, n_frames)
+    translation = _read_translation(path, f, translation_name, data_path, n_frames)
     # CXI translation columns are (x, y, z) of the sample; the probe moves the other way: (y, x) = -(t_y, t_x).
     probe_positions_m = -translation[:, [1, 0]]
 
@@ -280,13 +285,13 @@ def _positive_scalar(path, f, name: str) -> float:
     return value
 
 
-def _read_translation(path, f, data_path: str, n_frames: int) -> np.ndarray:
+def _read_translation(path, f, name: str, data_path: str, n_frames: int) -> np.ndarray:
     """Sample translations as (N, 3) = (x, y, z) metres, from either CXI path and either layout.
 
     CDTools and PtyPy store (N, 3), PyNX (3, N); the layout is found by matching N to the number of
-    frames. With exactly 3 frames both match: the CXI standard (N, 3) is assumed.
+    frames. With exactly 3 frames both match: the CXI standard (N, 3) is assumed. ``name``: the
+    translation dataset's path in ``f``.
     """
-    name = _require(path, f, cxi.TRANSLATION_PATHS)
     translation = np.asarray(f[name][()], dtype=np.float64)
     if translation.shape == (n_frames, 3):
         pass
@@ -354,7 +359,7 @@ def _marker_pixels(path, data: h5py.Dataset, at_marker, good, marker) -> np.ndar
     always = at_marker == data.shape[0]
     sometimes = (at_marker > 0) & ~always
     if sometimes.any():
-        where = np.argwhere(_scatter(good, sometimes))[0]
+        where = np.argwhere(good)[sometimes][0]  # boolean indexing keeps argwhere's row-major order
         raise DataError(
             path,
             f"{data.name}: {int(sometimes.sum())} pixels read {marker} (the {data.dtype} maximum, a detector's gap, dead-pixel "
@@ -362,13 +367,6 @@ def _marker_pixels(path, data: h5py.Dataset, at_marker, good, marker) -> np.ndar
             f"{int(at_marker[sometimes][0])} of {data.shape[0]} frames: add them to the mask or correct the frames",
         )
     return always
-
-
-def _scatter(region, values):
-    """(Ny, Nx) array with ``values`` at the True pixels of ``region``, False elsewhere."""
-    out = np.zeros(region.shape, bool)
-    out[region] = values
-    return out
 
 
 def _check_centred(path, name: str, pattern, good) -> None:

@@ -193,7 +193,7 @@ def prepare(dataset, pixel_size_m: float | None = None, stream: bool = False) ->
     else:
         frames = np.zeros((len(dataset), p_max, n_y, n_x), np.float32)
         for e in range(len(dataset)):
-            frames[e, : n_points[e]] = dataset.load_all(e) / flux[e, : n_points[e], None, None]
+            frames[e, : n_points[e]] = dataset.scans[e].at_mean_flux(dataset.load_all(e), np.arange(n_points[e]))
         mean = frames.sum(axis=1) / n_points[:, None, None]
         frames = jnp.asarray(frames)
     scale = native / dx0

@@ -242,7 +242,7 @@ def compare_chemistry_to_truth(results_path, truth_path, erode_px: int = 2) -> d
 
 
 def loss_trend(loss_history) -> tuple[float, int]:
-    """(relative fall of the loss per epoch, k) over the last ``k`` = max(2, a tenth of the) epochs:
+    """(relative fall of the loss per epoch, k) over the last ``k`` epochs, a tenth of them (at least 2):
     ``(L[-k-1] - L[-1]) / (k L[-1])``. Near 0 when converged; a reconstruction whose loss still falls
     by tenths of a percent per epoch changes with more epochs. NaN with fewer than 3 epochs."""
     loss = np.asarray(loss_history, np.float64)

@@ -236,7 +236,7 @@ def run_pipeline(paths, results_path, config: dict | None = None, truth_path=Non
     c = config["cluster"]
     fall, k = loss_trend(result.loss_history)
     summary = {"results": str(results_path), "final_loss": result.loss_history[-1],
-               f"loss_fall_per_epoch_last_{k}": f"{100 * fall:.2g} %"}
+               "loss_fall_per_epoch": f"{100 * fall:.2g} % (last {k} epochs)"}
     if not a["edges"] and not detect_edges(dataset.energies_ev):
         summary["skipped"] = (f"analyze and cluster: the energies {dataset.energies_ev.min():.1f}-{dataset.energies_ev.max():.1f} eV "
                               "span no K edge (name them with [analyze] edges to fit anyway)")

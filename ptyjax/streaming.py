@@ -80,8 +80,8 @@ class StreamedFrames:
         for row, e in enumerate(energies):
             scan = self.scans[e]
             real = indices[e] < scan.n_frames
-            # Divided by the frames' relative flux, as the in-memory frames (ptyjax.fit.Problem.flux).
-            out[row, real] = scan.read_frames(indices[e][real]) / scan.relative_flux[indices[e][real], None, None]
+            # At the scan's mean flux, as the in-memory frames (ptyjax.fit.Problem.flux).
+            out[row, real] = scan.at_mean_flux(scan.read_frames(indices[e][real]), indices[e][real])
         return out
 
     def load(self, indices) -> jax.Array:
@@ -130,7 +130,6 @@ def mean_patterns(dataset) -> np.ndarray:
     for scan in dataset.scans:
         total = np.zeros(scan.frame_shape, np.float64)
         for start, chunk in scan.iter_chunks():
-            flux = scan.relative_flux[start : start + len(chunk), None, None]
-            total += (chunk / flux).sum(axis=0, dtype=np.float64)
+            total += scan.at_mean_flux(chunk, np.arange(start, start + len(chunk))).sum(axis=0, dtype=np.float64)
         means.append(total / scan.n_frames)
     return np.stack(means).astype(np.float32)

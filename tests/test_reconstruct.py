@@ -277,30 +277,40 @@ def test_fixed_positions_skip_their_gradient_only(tiny):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6 * float(jnp.max(jnp.abs(b))))
 
 
+def _stored_frames(f):
+    """Path of the frames dataset an open CXI file stores (not the link to it)."""
+    import h5py
+
+    from ptyjax.cxi import DATA_PATHS
+
+    return next(n for n in DATA_PATHS if n in f and not isinstance(f.get(n, getlink=True), h5py.SoftLink))
+
+
+def _replace(f, name, value):
+    """Overwrite dataset ``name`` of the open HDF5 file ``f`` with ``value`` (any shape or type)."""
+    del f[name]
+    f[name] = value
+
+
 def test_rectangular_detector_frames_reconstruct(tiny_four_energies, tmp_path):
     """Frames cropped to 24 x 32 rows (as a 3:4 detector would record them) are padded back to 32 x 32
     with masked pixels and reconstruct the same object: the lost high-q rows cost little. Median
     NRMSE measured 0.026 against 0.022 for the full frames; the same frames padded 4 rows off centre
-    (zero frequency misplaced) give 0.037."""
+    (zero frequency misplaced) give 0.037. (The padding's exact placement is asserted in test_data.)"""
     import shutil
 
     import h5py
 
-    from ptyjax.cxi import DATA_PATHS, MASK_PATH
+    from ptyjax.cxi import MASK_PATH
 
     cropped = tmp_path / "cropped"
     shutil.copytree(tiny_four_energies, cropped)
     for path in cropped.glob("*.cxi"):
         with h5py.File(path, "r+") as f:
-            for name in DATA_PATHS:
-                if name in f and not isinstance(f.get(name, getlink=True), h5py.SoftLink):
-                    frames = f[name][()]
-                    del f[name]
-                    f[name] = frames[:, 4:28]
+            name = _stored_frames(f)
+            _replace(f, name, f[name][()][:, 4:28])
             if MASK_PATH in f:
-                mask = f[MASK_PATH][()]
-                del f[MASK_PATH]
-                f[MASK_PATH] = mask[4:28]
+                _replace(f, MASK_PATH, f[MASK_PATH][()][4:28])
     config = fit.FitConfig(epochs=15, batch_size=12)
     scores = {}
     for name, folder in (("full", tiny_four_energies), ("cropped", cropped)):
@@ -324,7 +334,7 @@ def test_monitor_flux_changes_are_modelled(tiny_four_energies, tmp_path, stream)
 
     import h5py
 
-    from ptyjax.cxi import DATA_PATHS, MONITOR_PATH
+    from ptyjax.cxi import MONITOR_PATH
 
     rng = np.random.default_rng(3)
     folders = {"with monitor": tmp_path / "monitor", "no monitor": tmp_path / "plain"}
@@ -332,17 +342,14 @@ def test_monitor_flux_changes_are_modelled(tiny_four_energies, tmp_path, stream)
         shutil.copytree(tiny_four_energies, folder)
     for path in folders["with monitor"].glob("*.cxi"):
         with h5py.File(path, "r+") as f:
-            name = next(n for n in DATA_PATHS if n in f and not isinstance(f.get(n, getlink=True), h5py.SoftLink))
+            name = _stored_frames(f)
             frames = f[name][()].astype(np.float64)
             flux = rng.uniform(0.4, 1.6, len(frames))
             # The simulated counts are a Poisson draw at flux 1; at flux s the expected counts scale by s.
-            varied = rng.poisson(frames * flux[:, None, None]).astype(np.float32)
-            del f[name]
-            f[name] = varied
+            _replace(f, name, rng.poisson(frames * flux[:, None, None]).astype(np.float32))
             f[MONITOR_PATH] = 2e5 * flux
         with h5py.File(folders["no monitor"] / path.name, "r+") as g, h5py.File(path, "r") as f:
-            del g[name]
-            g[name] = f[name][()]
+            _replace(g, name, f[name][()])
     config = fit.FitConfig(epochs=15, batch_size=12)
     scores = {}
     for label, folder in {"constant flux": tiny_four_energies, **folders}.items():
