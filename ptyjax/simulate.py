@@ -19,6 +19,7 @@ fields (+-0.1 eV); the Ni/Mn ratio varies smoothly (+-5 %) within each phase.
 from __future__ import annotations
 
 import dataclasses
+from functools import partial
 import json
 from pathlib import Path
 
@@ -31,7 +32,7 @@ from . import __version__, physics
 from .cxi import write_cxi
 from .errors import PtyjaxError
 from .geometry import ObjectGrid, real_space_pixel_size
-from .propagation import farfield_intensity, fresnel_propagate, to_sample_plane
+from .propagation import farfield, fresnel_propagate, intensity, to_sample_plane
 
 EDGE_ELEMENTS = ("Mn", "Ni")
 
@@ -86,6 +87,10 @@ class SimulationConfig:
     defocus_m: float  # sample downstream of the focus at each edge's focus energy
     focus_energies_ev: tuple[float, ...] = (6552.0, 8344.0)  # zone plate refocused per edge (moved in z)
     fluence: float = 3e6  # photons per frame (all modes)
+    # Exit waves are computed on a grid this many times finer than the native pixel and only the
+    # detector's window of their far field is kept (what a detector of finite extent records).
+    # 1 point-samples the transmission on the native grid, which aliases the particle's sharp outline.
+    oversample: int = 1
     poisson: bool = True
     n_modes: int = 1
     mode_powers: tuple[float, ...] = (0.85, 0.10, 0.05)
@@ -445,9 +450,39 @@ def patch_coordinates(positions_m, pixel_size_m: float, n: int):
     return y, x
 
 
-@jax.jit
-def _expected_frames(probe, patches):
-    return farfield_intensity(probe[None, :, :, :] * patches[:, None, :, :])
+def expected_frames(transmission, probe, positions_m, pixel_size_m: float, oversample: int = 1):
+    """Expected detector counts (Npos, N, N) float64 of ``probe`` (M, N, N; native grid, pixel
+    ``pixel_size_m`` m) on an object ``transmission(y, x)`` (complex, at points in m) at ``positions_m``
+    (Npos, 2) m.
+
+    With ``oversample = s > 1`` the transmission is sampled on an ``s``-times finer grid, the probe
+    interpolated onto it exactly (it is band-limited: its spectrum lies inside the detector window) and
+    the far field of the fine exit waves cropped to the detector's ``N x N`` window, so the frames hold
+    no aliased copies of the object's spectrum from beyond the detector's extent.
+    """
+    s, n = int(oversample), probe.shape[-1]
+    if s < 1 or s != oversample:
+        raise PtyjaxError(f"oversample must be a positive integer, got {oversample}")
+    fine = n * s
+    window = slice(fine // 2 - n // 2, fine // 2 - n // 2 + n)  # keeps the zero frequency at N // 2
+    spectrum = np.zeros(probe.shape[:-2] + (fine, fine), np.complex64)
+    spectrum[..., window, window] = np.asarray(farfield(jnp.asarray(probe)))
+    fine_probe = to_sample_plane(jnp.asarray(spectrum))  # unitary: sum |P|^2 unchanged
+    out = []
+    chunk = max(1, 2**22 // fine**2)  # fine patches of a chunk: ~32 MB complex64
+    for start in range(0, len(positions_m), chunk):
+        y, x = patch_coordinates(positions_m[start:start + chunk], pixel_size_m / s, fine)
+        patches = np.broadcast_to(np.asarray(transmission(y, x), np.complex64), y.shape)
+        out.append(np.asarray(_cropped_frames(fine_probe, jnp.asarray(patches), n), dtype=np.float64))
+    return np.concatenate(out)
+
+
+@partial(jax.jit, static_argnums=2)
+def _cropped_frames(probe, patches, n: int):
+    fine = patches.shape[-1]
+    lo = fine // 2 - n // 2
+    waves = farfield(probe[None, :, :, :] * patches[:, None, :, :])[..., lo:lo + n, lo:lo + n]
+    return intensity(waves)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -480,9 +515,8 @@ def simulate(config: SimulationConfig, out_dir) -> Path:
     probes = []
     for i, energy in enumerate(energies):
         probe = make_probe(config, energy, dx[i], rng_probe)
-        y, x = patch_coordinates(positions[i], dx[i], n)
-        patches = phantom_transmission(phantom, energy, y, x, optics).astype(np.complex64)
-        frames = np.asarray(_expected_frames(jnp.asarray(probe), jnp.asarray(patches)), dtype=np.float64)
+        frames = expected_frames(partial(phantom_transmission, phantom, energy, optics=optics), probe, positions[i],
+                                 dx[i], config.oversample)
         counts = rng_noise.poisson(frames) if config.poisson else frames
         counts = counts.reshape(len(nominal), -1)
         counts[:, dead] = 0

@@ -1,5 +1,7 @@
 """The LNMO simulator: files, counts, forward model, geometry, ground truth, reproducibility."""
 
+from functools import partial
+
 import h5py
 import numpy as np
 import pytest
@@ -7,10 +9,11 @@ from scipy.ndimage import binary_erosion
 
 from ptyjax import physics
 from ptyjax.cli import main
+from ptyjax.errors import PtyjaxError
 from ptyjax.cxi import DATA_PATHS, DISTANCE_PATH, ENERGY_PATH, MASK_PATH, TRANSLATION_PATHS
 from ptyjax.geometry import real_space_pixel_size
 from ptyjax.propagation import farfield_intensity
-from ptyjax.simulate import PRESETS, config_from_dict, load_truth, make_phantom, nominal_positions, phantom_transmission, simulate
+from ptyjax.simulate import PRESETS, expected_frames, make_probe, config_from_dict, load_truth, make_phantom, nominal_positions, phantom_transmission, simulate
 
 TINY = PRESETS["tiny"]
 
@@ -82,6 +85,26 @@ def test_noiseless_frame_is_farfield_of_probe_times_object(tiny_noiseless):
         frames, mask = _frames(tiny_noiseless / f"scan_e{energy:08.1f}eV.cxi")
         np.testing.assert_allclose(frames[j][~mask], expected[~mask], rtol=1e-4, atol=1e-3 * expected.max())
         assert np.abs(patch - 1).max() > 0.01  # the frame sees the particle
+
+
+def test_oversampled_frames_converge_to_the_band_limited_far_field():
+    # Point sampling (s = 1) aliases the particle's sharp outline into the detector window; sampling
+    # s times finer and cropping the far field to the window converges as s grows.
+    phantom = make_phantom(TINY)
+    energy, n = 6552.0, TINY.frame_size
+    dx = float(real_space_pixel_size(energy, TINY.detector_distance_m, TINY.detector_pixel_m, n))
+    probe = make_probe(TINY, energy, dx, np.random.default_rng(0))
+    positions = nominal_positions(TINY)[::7]
+    particle = partial(phantom_transmission, phantom, energy)
+    frames = {s: expected_frames(particle, probe, positions, dx, s) for s in (1, 2, 4)}
+    error = {s: np.abs(frames[s] - frames[4]).sum() / frames[4].sum() for s in (1, 2)}
+    assert error[2] < 0.5 * error[1]
+    assert error[1] > 1e-4  # the outline's aliasing is visible at all
+    # Flux: a uniform object transmits every photon of the band-limited probe into the window.
+    ones = expected_frames(lambda y, x: 1.0, probe, positions[:1], dx, 3)
+    assert ones.sum() == pytest.approx(TINY.fluence, rel=1e-4)
+    with pytest.raises(PtyjaxError, match="oversample"):
+        expected_frames(particle, probe, positions, dx, 0)
 
 
 def test_native_pixel_sizes_follow_geometry(tiny):

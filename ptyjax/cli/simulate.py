@@ -20,12 +20,15 @@ def add_parser(subparsers):
     parser.add_argument("--modes", type=int, help="incoherent probe modes, 1-3 (default: the preset's)")
     parser.add_argument("--scan", choices=("spiral", "raster"), help="scan pattern (default: spiral)")
     parser.add_argument("--no-noise", action="store_true", help="write expected counts (no Poisson noise)")
+    parser.add_argument("--oversample", type=int, help="compute exit waves on a grid this many times finer than the "
+                        "native pixel and keep the detector's window of their far field (default 1: point sampling)")
     parser.set_defaults(func=run)
 
 
 def run(args) -> int:
     changes = {k: v for k, v in (("fluence", args.fluence), ("seed", args.seed), ("n_modes", args.modes),
-                                 ("scan", args.scan)) if v is not None}
+                                 ("scan", args.scan),
+                                 ("oversample", args.oversample)) if v is not None}
     if args.no_noise:
         changes["poisson"] = False
     config = PRESETS[args.preset].replace(**changes)
