@@ -241,12 +241,12 @@ def compare_chemistry_to_truth(results_path, truth_path, erode_px: int = 2) -> d
     return out
 
 
-def loss_trend(loss_history) -> tuple[float, int]:
-    """(relative fall of the loss per epoch, k) over the last ``k`` epochs, a tenth of them (at least 2):
-    ``(L[-k-1] - L[-1]) / (k L[-1])``. Near 0 when converged; a reconstruction whose loss still falls
-    by tenths of a percent per epoch changes with more epochs. NaN with fewer than 3 epochs."""
+def loss_trend(loss_history, k: int | None = None) -> tuple[float, int]:
+    """(relative fall of the loss per epoch, k) over the last ``k`` epochs (default a tenth of them, at
+    least 2): ``(L[-k-1] - L[-1]) / (k L[-1])``. Near 0 when converged; a reconstruction whose loss
+    still falls by tenths of a percent per epoch changes with more epochs. NaN with ``k`` or fewer epochs."""
     loss = np.asarray(loss_history, np.float64)
-    k = max(2, loss.size // 10)
+    k = max(2, loss.size // 10) if k is None else int(k)
     if loss.size <= k:
         return float("nan"), k
     return float((loss[-k - 1] - loss[-1]) / (k * loss[-1])), k

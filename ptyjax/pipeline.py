@@ -48,7 +48,9 @@ STAGE_DEFAULTS = {
 
 _RECONSTRUCT_HELP = {
     "model": "model recipe (see `ptyjax models`)",
-    "epochs": "passes over all scan points",
+    "epochs": "most passes over all scan points (the run stops earlier once converged)",
+    "converged_fall": "stop once the objective falls by less than this fraction per epoch over the last convergence_window epochs (0: run all epochs)",
+    "convergence_window": "epochs over which the objective's fall is averaged for the stopping rule",
     "batch_size": "largest number of scan points per energy in one step (spread evenly over ceil(points / batch_size) steps)",
     "n_modes": "incoherent probe modes",
     "loss": "noise model: amplitude | poisson",
@@ -235,7 +237,9 @@ def run_pipeline(paths, results_path, config: dict | None = None, truth_path=Non
     a = config["analyze"]
     c = config["cluster"]
     fall, k = loss_trend(result.loss_history)
+    n_epochs = len(result.loss_history)
     summary = {"results": str(results_path), "final_loss": result.loss_history[-1],
+               "epochs": f"{n_epochs} ({'converged' if n_epochs < fit_config.epochs else 'the limit'})",
                "loss_fall_per_epoch": f"{100 * fall:.2g} % (last {k} epochs)"}
     if not a["edges"] and not detect_edges(dataset.energies_ev):
         summary["skipped"] = (f"analyze and cluster: the energies {dataset.energies_ev.min():.1f}-{dataset.energies_ev.max():.1f} eV "

@@ -1,5 +1,6 @@
 """Reconstruction engine end to end on the tiny simulated preset (CPU-sized)."""
 
+import dataclasses
 import signal
 import subprocess
 import sys
@@ -123,6 +124,33 @@ def test_killed_run_resumes_to_the_same_result(tiny, tmp_path):
     a = results.read_group(full, "reconstruction")["object"]
     b = results.read_group(killed, "reconstruction")["object"]
     assert np.linalg.norm(a - b) / np.linalg.norm(a) < 1e-4
+
+
+def test_convergence_rule_reads_the_window_after_the_priors_start():
+    config = fit.FitConfig(converged_fall=1e-3, convergence_window=4, prior_start_epoch=3)
+    geometric = lambda rate, n: list(np.exp(-rate * np.arange(n)))  # noqa: E731  falls by ~rate per epoch
+    assert fit.converged(geometric(5e-4, 8), config)  # 0.05 % per epoch over epochs 4-7
+    assert not fit.converged(geometric(5e-3, 8), config)  # 0.5 % per epoch
+    assert not fit.converged(geometric(5e-4, 6), config)  # the window would reach back before the priors
+    assert fit.converged([1.0] * 7 + [1.01], config)  # rising: not falling
+    assert not fit.converged(geometric(0.0, 50), dataclasses.replace(config, converged_fall=0.0))  # switched off
+
+
+def test_converged_run_stops_and_resumes_without_more_epochs(tiny, tmp_path):
+    data, _ = tiny
+    problem = fit.prepare(Dataset.open(data)).subset([0, 1], max_points=16)
+    # A tolerance of 20 % per epoch: met within a few epochs of the priors' start.
+    config = fit.FitConfig(epochs=30, batch_size=16, prior_start_epoch=2, convergence_window=3, converged_fall=0.2,
+                           checkpoint_every=0, defocus_m=2.7e-4)
+    ckpt = tmp_path / "run.ckpt"
+    first = fit.run_fit(problem, config, checkpoint=ckpt, progress=False, defocus_m=2.7e-4)
+    # It stopped at the first epoch that met the rule, long before the limit.
+    assert len(first.loss_history) < 15 and fit.converged(first.loss_history, config)
+    assert not fit.converged(first.loss_history[:-1], config)
+    again = fit.run_fit(problem, config, checkpoint=ckpt, resume=True, progress=False, defocus_m=2.7e-4)
+    assert again.loss_history == first.loss_history
+    # The same run without the rule goes on to its epoch limit.
+    assert len(fit.run_fit(problem, dataclasses.replace(config, epochs=7, converged_fall=0.0), progress=False, defocus_m=2.7e-4).loss_history) == 7
 
 
 def test_resuming_from_a_foreign_checkpoint_names_the_file(tiny, tmp_path):
