@@ -4,6 +4,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from ptyjax import hostmemory
@@ -29,9 +30,10 @@ def page_faults_per_call(**env):
 @pytest.mark.skipif(hostmemory._glibc() is None, reason="glibc malloc settings only")
 def test_temporaries_are_reused_not_faulted_in_again():
     system = page_faults_per_call(PTYJAX_SYSTEM_MALLOC="1")
-    kept = page_faults_per_call(PTYJAX_SYSTEM_MALLOC="0")
-    # The system allocator unmaps the 64 MB temporaries: ~32 000 fresh 4 KiB pages per call. Kept,
-    # 0-8 000 remain (measured; which calls still fault depends on where the heap places them).
+    # The median of three processes: which calls still fault depends on where each process's heap
+    # places the temporaries (measured per process: 0, 4096, 8192, 12 288 or 16 384 pages per call).
+    kept = float(np.median([page_faults_per_call(PTYJAX_SYSTEM_MALLOC="0") for _ in range(3)]))
+    # The system allocator unmaps the 64 MB temporaries: ~32 000 fresh 4 KiB pages per call.
     assert system > 10_000, system
     assert kept < 0.5 * system, (kept, system)
 

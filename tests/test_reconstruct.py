@@ -31,7 +31,8 @@ def reconstructed(tiny, tmp_path_factory):
     data, truth = tiny
     path = tmp_path_factory.mktemp("rec") / "results.h5"
     t0 = time.perf_counter()
-    code = main(["reconstruct", str(data), "-o", str(path), "--epochs", str(EPOCHS), "--quiet"])
+    # Every epoch runs (no convergence stop): the tests below read a fixed-length history.
+    code = main(["reconstruct", str(data), "-o", str(path), "--epochs", str(EPOCHS), "--converged-fall", "0", "--quiet"])
     assert code == 0
     return path, truth, time.perf_counter() - t0
 
@@ -71,6 +72,7 @@ def test_results_group_layout(reconstructed, tiny):
         assert abs(np.median(np.abs(o[band])) - 1) < 0.02
         assert abs(np.median(np.angle(o[band]))) < 0.02 and np.std(np.angle(o[band])) < 0.1
     assert results.read_config(path)["reconstruction"]["model"] == "joint-smooth"
+    assert results.read_config(path)["reconstruction"]["converged_fall"] == 0.0
 
 
 def test_pixel_size_follows_energy(tiny):

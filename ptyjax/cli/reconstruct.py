@@ -16,7 +16,10 @@ def add_parser(subparsers):
     p.add_argument("paths", nargs="+", help="CXI files or folders of them (one file per energy)")
     p.add_argument("-o", "--output", required=True, help="results file (HDF5) to write /reconstruction to")
     p.add_argument("--model", default=recipes.DEFAULT_MODEL, help="model recipe (see `ptyjax models`)")
-    p.add_argument("--epochs", type=int, help="number of epochs")
+    p.add_argument("--epochs", type=int, help="most epochs (default 150; the run stops earlier once converged)")
+    p.add_argument("--converged-fall", type=float, dest="converged_fall",
+                   help="stop once the objective falls by less than this fraction per epoch over the last 10 epochs "
+                        "(default 5e-4; 0 runs every epoch)")
     p.add_argument("--batch", type=int, dest="batch_size", help="largest number of scan points per energy in one step (the points are spread evenly over ceil(P / B) steps)")
     p.add_argument("--modes", type=int, dest="n_modes", help="incoherent probe modes")
     p.add_argument("--loss", choices=["amplitude", "poisson"], help="noise model")
@@ -58,7 +61,7 @@ def with_prior_weights(config, assignments):
 
 
 def run(args) -> int:
-    overrides = {k: getattr(args, k) for k in ("epochs", "batch_size", "n_modes", "loss", "defocus_m", "seed", "checkpoint_every", "sampling")}
+    overrides = {k: getattr(args, k) for k in ("epochs", "converged_fall", "batch_size", "n_modes", "loss", "defocus_m", "seed", "checkpoint_every", "sampling")}
     if args.no_positions:
         overrides["refine_positions"] = False
     plugins.load_all(args.plugin)
