@@ -119,7 +119,7 @@ def measure(n_energies, n_positions, frame_size, n_modes=1, epochs=3, batch_size
     problem, _, sim = synthetic_problem(n_energies, n_positions, frame_size, n_modes, seed)
     jax.block_until_ready(problem.frames)
     setup = time.perf_counter() - t0
-    config = fit.FitConfig(epochs=epochs, batch_size=batch_size, n_modes=n_modes, defocus_m=sim.defocus_m, checkpoint_every=0,
+    config = fit.FitConfig(epochs=epochs, converged_fall=0.0, batch_size=batch_size, n_modes=n_modes, defocus_m=sim.defocus_m, checkpoint_every=0,
                            sampling=sampling)
     mesh = None if devices is None else energy_mesh(devices)
     result = fit.run_fit(problem, config, progress=False, defocus_m=sim.defocus_m, mesh=mesh)

@@ -88,7 +88,7 @@ CHILD = textwrap.dedent(
         keep = np.linspace(0, problem.point_valid.shape[1] - 1, fit_points).astype(int)
         problem = dataclasses.replace(problem, frames=Spread(problem.frames, keep), point_valid=problem.point_valid[:, keep],
                                       nominal_m=problem.nominal_m[:, keep])
-        config = fit.FitConfig(epochs=epochs, batch_size=batch, defocus_m=defocus, checkpoint_every=0)
+        config = fit.FitConfig(epochs=epochs, converged_fall=0.0, batch_size=batch, defocus_m=defocus, checkpoint_every=0)
         result = fit.run_fit(problem, config, progress=False, defocus_m=defocus)
         out.update(ok=bool(np.isfinite(result.loss_history[-1])), loss=result.loss_history[-1], fit_s=time.perf_counter() - t)
     except Exception as error:  # MemoryError from numpy/h5py; XLA reports RESOURCE_EXHAUSTED as RuntimeError

@@ -132,7 +132,7 @@ def run_ptyjax(dataset, probe, epochs, batch, checkpoints):
     problem = fit.prepare(dataset)
     objects = {}
     for n in checkpoints:  # same seed and batches: run n epochs is the first n epochs of a longer run
-        config = fit.FitConfig(epochs=n, batch_size=batch, refine_positions=False, priors={}, checkpoint_every=0)
+        config = fit.FitConfig(epochs=n, converged_fall=0.0, batch_size=batch, refine_positions=False, priors={}, checkpoint_every=0)
         result = fit.run_fit(problem, config, params=fit.initial_params(problem, config, probe=probe[None]), progress=False)
         objects[n] = result.object()[0]
     return dict(epoch_times=result.epoch_times, losses=result.loss_history, objects=objects)

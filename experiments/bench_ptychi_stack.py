@@ -54,7 +54,7 @@ def main(argv=None):
         ours = {}
         for sampling in args.sampling.split(","):
             # The prior from the first epoch: every timed epoch pays for it, as a long run's epochs do.
-            config = fit.FitConfig(epochs=args.epochs, batch_size=args.batch, refine_positions=False, checkpoint_every=0,
+            config = fit.FitConfig(epochs=args.epochs, converged_fall=0.0, batch_size=args.batch, refine_positions=False, checkpoint_every=0,
                                    sampling=sampling, prior_start_epoch=0)
             result = fit.run_fit(problem, config, params=fit.initial_params(problem, config, probe=probes), progress=False)
             scores = [accuracy(result.object()[e], truth, e) for e in range(len(dataset))]

@@ -85,7 +85,7 @@ def main():
     truth = load_truth(args.data / "truth.h5")
     dataset = Dataset.open(args.data)
     problem = fit.prepare(dataset)
-    config = fit.FitConfig()
+    config = fit.FitConfig(converged_fall=0.0)  # fixed lengths: the table follows the epochs
     truth_start = true_params(problem, truth, problem.nominal_px)  # true object and probe, nominal positions
     cases = {
         "positions only": (dataclasses.replace(config, object_step=0.0, probe_step=0.0, position_start_epoch=0), truth_start, 0.0),
