@@ -388,6 +388,7 @@ def cluster_features(
     spatial_strength: float | str = "auto",
     spatial_iterations: int = 5,
     boundary_groups: str = "merge",
+    outline_px: int = 0,
 ) -> ClusterResult:
     """Cluster pixels of ``mask`` (Ny, Nx) by the maps ``feature_maps`` {name: (Ny, Nx)}.
 
@@ -404,14 +405,20 @@ def cluster_features(
     ``boundary_groups``: "merge" folds groups that are the mixed-pixel boundary of two others into
     them (module docstring, item 6; recorded in ``merged_boundaries``), "keep" leaves them. With
     ``n_groups`` fixed the mixture has that many components, and boundary groups among them are still
-    merged unless "keep".
+    merged unless "keep". ``outline_px``: pixels within this many pixels of the mask's edge get no data
+    term, as unmeasured pixels (the particle's outline mixes material and vacuum within the resolution:
+    partial volume), so with spatial smoothing their neighbours decide their group.
     """
     check_options(criterion=criterion, spatial_strength=spatial_strength, boundary_groups=boundary_groups, outliers=outliers)
     names = tuple(feature_maps)
     if not names:
         raise PtyjaxError("no features to cluster")
     mask = np.asarray(mask, bool)
-    x_phys = np.stack([np.asarray(feature_maps[n], float)[mask] for n in names], axis=1)
+    if not isinstance(outline_px, (int, np.integer)) or isinstance(outline_px, bool) or outline_px < 0:
+        raise PtyjaxError(f"outline_px must be an integer >= 0, not {outline_px!r}")
+    # The image border is not the particle's edge (border_value=1): a mask cut by the field of view keeps its data there.
+    outline = mask & ~ndimage.binary_erosion(mask, iterations=int(outline_px), border_value=1) if outline_px else np.zeros_like(mask)
+    x_phys = np.stack([np.where(outline, np.nan, np.asarray(feature_maps[n], float))[mask] for n in names], axis=1)
     std_phys = np.stack(
         [np.asarray(stds[n], float)[mask] if stds and n in stds else np.zeros(mask.sum()) for n in names], axis=1
     )
@@ -440,14 +447,17 @@ def cluster_features(
     score = icls if criterion == "icl" else bics
     weights, means, covs, _, _ = fits[int(np.argmin(np.where(too_small, np.inf, score)))]
 
-    # Data term of every pixel; outliers and unmeasured pixels carry none.
+    # Data term of every pixel; outliers, unmeasured and outline pixels carry none. Outline pixels are
+    # not outliers: they always take their neighbours' group when the posteriors are smoothed.
     comp, maha = component_log_likelihood(x, noise_var, means, covs)
-    outlier = ~measured | (tail_log_probability(maha, observed.sum(axis=1)) < np.log(outlier_p))
-    comp[outlier] = 0.0
+    edge = outline[mask]
+    outlier = (~measured & ~edge) | (tail_log_probability(maha, observed.sum(axis=1)) < np.log(outlier_p))
+    no_data = outlier | edge
+    comp[no_data] = 0.0
     log_data = np.zeros((len(weights),) + mask.shape)
     log_data[:, mask] = comp.T
     informative = np.zeros(mask.shape, bool)
-    informative[mask] = ~outlier
+    informative[mask] = ~no_data
     if spatial_iterations == 0:
         strength = 0.0
         probs = spatial_posteriors(log_data, np.log(weights), mask, 0.0, 0)
@@ -458,7 +468,9 @@ def cluster_features(
         probs = spatial_posteriors(log_data, np.log(weights), mask, strength, spatial_iterations, informative)
     labels = np.full(mask.shape, OUTSIDE, int)
     labels[mask] = np.argmax(probs[:, mask], axis=0)
-    if outliers == "unassigned" or spatial_iterations == 0:
+    if spatial_iterations == 0:
+        labels[mask] = np.where(no_data, UNASSIGNED, labels[mask])
+    elif outliers == "unassigned":
         labels[mask] = np.where(outlier, UNASSIGNED, labels[mask])
     merged = []
     while boundary_groups == "merge" and len(weights) > 2:

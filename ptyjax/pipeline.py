@@ -24,7 +24,9 @@ STAGE_DEFAULTS = {
         # averaging the per-pixel noise (small preset: Mn E0 RMSE 0.49 -> 0.32 eV, ARI 0.39 -> 0.65).
         # MNF is opt-in: sharper chemistry (small preset: Ni/Mn error 28 -> 16 %, Mn E0 RMSE 0.29 ->
         # 0.24 eV; at 1e5 photons/frame 122 -> 51 %, 0.62 -> 0.47 eV) and a higher ARI, but ICL then
-        # counts mixed boundary pixels as extra groups (demo: 4-6 instead of 3). See README "Chemistry".
+        # counts mixed boundary pixels as extra groups (demo: 4-6 instead of 3). Six particles at
+        # convergence: with [cluster] outline_px = 1 as well, mean ARI 0.863 -> 0.892 and K = 3 on 5 of 6
+        # (cluster_error_budget_small.md section 7); not yet the default (validated on this simulator only).
         "denoise": ("none", "spectral denoising before fitting (fit method only): none | mnf (noise-adjusted principal components plus each edge's shift direction)"),
         "smooth_px": (1.0, "Gaussian smoothing of spectra before fitting, in pixels (0: none), or 'auto': the candidate whose groups are the most certain (see README)"),
         # OD only by default: on the small preset's reconstruction the phase adds no clear gain (its errors
@@ -39,6 +41,7 @@ STAGE_DEFAULTS = {
         "criterion": ("icl", "how the number of groups is chosen: icl (well-separated clusters) | bic"),
         "spatial_strength": ("auto", "Potts interaction per neighbour: a number, or 'auto' (estimated from the data)"),
         "boundary_groups": ("merge", "a group of mixed pixels along the boundary of two others: merge (into them) | keep"),
+        "outline_px": (0, "pixels within this many of the particle's edge get no data term: their neighbours decide their group (0: off)"),
         "seed": (0, "random seed: same seed, same labels"),
     },
     "report": {
@@ -111,7 +114,7 @@ def _check_clustering(options: dict, path) -> None:
     try:
         check_options(criterion=options["criterion"], spatial_strength=options["spatial_strength"],
                       boundary_groups=options["boundary_groups"])
-        for name, least in (("n_groups", 0), ("max_groups", 1), ("seed", 0)):
+        for name, least in (("n_groups", 0), ("max_groups", 1), ("seed", 0), ("outline_px", 0)):
             if not isinstance(options[name], int) or isinstance(options[name], bool) or options[name] < least:
                 raise PtyjaxError(f"{name} must be an integer >= {least}, not {options[name]!r}")
     except PtyjaxError as error:
@@ -248,7 +251,8 @@ def run_pipeline(paths, results_path, config: dict | None = None, truth_path=Non
     features = [f for f in c["features"].split(",") if f] or None
     strength = c["spatial_strength"] if c["spatial_strength"] == "auto" else float(c["spatial_strength"])
     clustering = {"features": features, "n_groups": c["n_groups"] or None, "k_range": (1, c["max_groups"]), "seed": c["seed"],
-                  "criterion": c["criterion"], "spatial_strength": strength, "boundary_groups": c["boundary_groups"]}
+                  "criterion": c["criterion"], "spatial_strength": strength, "boundary_groups": c["boundary_groups"],
+                  "outline_px": c["outline_px"]}
     analysis = analyze(results_path, edges=a["edges"] or None, e0_method=a["e0_method"], smooth_px=a["smooth_px"],
                        denoise=a["denoise"], edge_spectra=a["edge_spectra"], clustering=clustering)
     if "clustering" in analysis:  # smooth_px "auto" clustered the chosen maps with these options already

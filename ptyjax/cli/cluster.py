@@ -18,6 +18,7 @@ def add_parser(subparsers):
     parser.add_argument("--min-edge-snr", type=float, default=None, help="pixels whose edge jumps are all below this many standard errors hold no chemistry and are labelled -2 (default: ptyjax.cluster.DETECTION_SNR, 3; 0 keeps all)")
     parser.add_argument("--no-spatial", action="store_true", help="independent pixels: no spatial smoothing of the posteriors")
     parser.add_argument("--boundary-groups", choices=("merge", "keep"), default="merge", help="a group of mixed pixels along the boundary of two others: merged into them (default; also with --groups) or kept")
+    parser.add_argument("--outline-px", type=int, default=0, dest="outline_px", help="pixels within this many of the particle's edge get no data term: their neighbours decide their group (default 0: off)")
     parser.add_argument("--outliers", choices=("absorb", "unassigned"), default="absorb", help="outlier pixels: group of their neighbours (default) or label -2")
     parser.set_defaults(func=run)
     return parser
@@ -32,7 +33,7 @@ def run(args) -> int:
     if not 1 <= args.min_groups <= args.max_groups:
         raise PtyjaxError(f"need 1 <= --min-groups <= --max-groups, got {args.min_groups} and {args.max_groups}")
     options = {"outliers": args.outliers, "criterion": args.criterion, "spatial_strength": _strength(args.spatial_strength),
-               "boundary_groups": args.boundary_groups}
+               "boundary_groups": args.boundary_groups, "outline_px": args.outline_px}
     if args.no_spatial:
         options["spatial_iterations"] = 0
     if args.min_edge_snr is not None:
