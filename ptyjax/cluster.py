@@ -358,7 +358,7 @@ def _merge_boundary(labels, probs, weights, means, covs, x, mask, boundary):
     return labels, probs, weights[keep], means[keep], covs[keep]
 
 
-def check_options(criterion="icl", spatial_strength="auto", boundary_groups="merge", outliers="absorb") -> None:
+def check_options(criterion="icl", spatial_strength="auto", boundary_groups="merge", outliers="absorb", outline_px=0) -> None:
     """Raise :class:`PtyjaxError` for option values :func:`cluster_features` cannot use (also called when
     a pipeline configuration is read, so that a typo fails before the reconstruction, not after)."""
     choices = {"criterion": (criterion, ("icl", "bic")), "boundary_groups": (boundary_groups, ("merge", "keep")),
@@ -369,6 +369,8 @@ def check_options(criterion="icl", spatial_strength="auto", boundary_groups="mer
     number = isinstance(spatial_strength, (int, float)) and not isinstance(spatial_strength, bool)
     if not (spatial_strength == "auto" or (number and spatial_strength >= 0)):
         raise PtyjaxError(f"spatial_strength must be 'auto' or a number >= 0, not {spatial_strength!r}")
+    if not isinstance(outline_px, (int, np.integer)) or isinstance(outline_px, bool) or outline_px < 0:
+        raise PtyjaxError(f"outline_px must be an integer >= 0, not {outline_px!r}")
 
 
 def cluster_features(
@@ -407,15 +409,15 @@ def cluster_features(
     ``n_groups`` fixed the mixture has that many components, and boundary groups among them are still
     merged unless "keep". ``outline_px``: pixels within this many pixels of the mask's edge get no data
     term, as unmeasured pixels (the particle's outline mixes material and vacuum within the resolution:
-    partial volume), so with spatial smoothing their neighbours decide their group.
+    partial volume), so with spatial smoothing their neighbours decide their group; they are left out
+    of the groups' reported pixel means and spreads.
     """
-    check_options(criterion=criterion, spatial_strength=spatial_strength, boundary_groups=boundary_groups, outliers=outliers)
+    check_options(criterion=criterion, spatial_strength=spatial_strength, boundary_groups=boundary_groups, outliers=outliers,
+                  outline_px=outline_px)
     names = tuple(feature_maps)
     if not names:
         raise PtyjaxError("no features to cluster")
     mask = np.asarray(mask, bool)
-    if not isinstance(outline_px, (int, np.integer)) or isinstance(outline_px, bool) or outline_px < 0:
-        raise PtyjaxError(f"outline_px must be an integer >= 0, not {outline_px!r}")
     # The image border is not the particle's edge (border_value=1): a mask cut by the field of view keeps its data there.
     outline = mask & ~ndimage.binary_erosion(mask, iterations=int(outline_px), border_value=1) if outline_px else np.zeros_like(mask)
     x_phys = np.stack([np.where(outline, np.nan, np.asarray(feature_maps[n], float))[mask] for n in names], axis=1)

@@ -113,8 +113,8 @@ def _check_clustering(options: dict, path) -> None:
 
     try:
         check_options(criterion=options["criterion"], spatial_strength=options["spatial_strength"],
-                      boundary_groups=options["boundary_groups"])
-        for name, least in (("n_groups", 0), ("max_groups", 1), ("seed", 0), ("outline_px", 0)):
+                      boundary_groups=options["boundary_groups"], outline_px=options["outline_px"])
+        for name, least in (("n_groups", 0), ("max_groups", 1), ("seed", 0)):
             if not isinstance(options[name], int) or isinstance(options[name], bool) or options[name] < least:
                 raise PtyjaxError(f"{name} must be an integer >= {least}, not {options[name]!r}")
     except PtyjaxError as error:
@@ -226,7 +226,7 @@ def run_pipeline(paths, results_path, config: dict | None = None, truth_path=Non
     from .chemistry import analyze, detect_edges
     from .cluster import cluster, write_clustering
     from .data import Dataset
-    from .fit import reconstruct, save_reconstruction
+    from .fit import converged, reconstruct, save_reconstruction
     from .metrics import loss_trend
 
     config = config or load_config()
@@ -240,9 +240,9 @@ def run_pipeline(paths, results_path, config: dict | None = None, truth_path=Non
     a = config["analyze"]
     c = config["cluster"]
     fall, k = loss_trend(result.loss_history)
-    n_epochs = len(result.loss_history)
+    ended = "converged" if converged(result.loss_history, fit_config) else "the limit"
     summary = {"results": str(results_path), "final_loss": result.loss_history[-1],
-               "epochs": f"{n_epochs} ({'converged' if n_epochs < fit_config.epochs else 'the limit'})",
+               "epochs": f"{len(result.loss_history)} ({ended})",
                "loss_fall_per_epoch": f"{100 * fall:.2g} % (last {k} epochs)"}
     if not a["edges"] and not detect_edges(dataset.energies_ev):
         summary["skipped"] = (f"analyze and cluster: the energies {dataset.energies_ev.min():.1f}-{dataset.energies_ev.max():.1f} eV "
